@@ -1,0 +1,43 @@
+# Two commands: `make report` and `make test` (both set up .venv when needed).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROFILE ?= report
+
+.PHONY: install report test check-sync nbtest pytest lab export clean-runs
+
+$(STAMP): requirements.txt setup.py settings.ini
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+export: $(STAMP)
+	$(BIN)/nbdev_export
+
+report: $(STAMP)
+	$(BIN)/report --profile $(PROFILE)
+
+# notebooks and package in sync: nbdev_clean/nbdev_export must not change tracked files
+check-sync: $(STAMP)
+	$(BIN)/nbdev_clean
+	$(BIN)/nbdev_export
+	@if [ -n "$$(git status --porcelain -- nbs ablation_harness)" ]; then \
+	  echo "nbdev_clean/nbdev_export changed files: commit the clean notebooks and the exported package"; \
+	  git status --porcelain -- nbs ablation_harness; exit 1; fi
+
+nbtest: $(STAMP)
+	$(BIN)/nbdev_test --n_workers 2
+
+# pytest exit code 5 means no tests were collected: that is a failure here too
+pytest: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+test: check-sync nbtest pytest
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=nbs

@@ -1,0 +1,59 @@
+"""core: atomic writes, tolerant JSONL, run directories, seeding."""
+import json
+import os
+
+import pytest
+import torch
+
+from ablation_harness.core import (RunDir, append_jsonl, atomic_write_json, read_jsonl, safe_name,
+                                   seed_everything)
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
+    f = tmp_path / "a.json"
+    atomic_write_json(f, {"v": 1})
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        atomic_write_json(f, {"v": 2})
+    assert json.loads(f.read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temp file left
+
+
+def test_read_jsonl_tolerates_torn_last_line_only(tmp_path):
+    f = tmp_path / "m.jsonl"
+    append_jsonl(f, [{"a": 1}, {"a": 2}])
+    with open(f, "a") as h:
+        h.write('{"a": 3')
+    assert read_jsonl(f) == [{"a": 1}, {"a": 2}]
+    f.write_text('{"a": 1}\n{"a"\n{"a": 2}\n')
+    with pytest.raises(ValueError, match="line 2"):
+        read_jsonl(f)
+
+
+@pytest.mark.parametrize("bad", ["../../etc", "a/b", "x\\..\\y", "/abs"])
+def test_run_names_cannot_escape(tmp_path, bad):
+    rd = RunDir.create(tmp_path, "study", bad)
+    assert rd.path.parent.parent == tmp_path and "/" not in safe_name(bad)
+
+
+def test_empty_names_are_refused(tmp_path):
+    with pytest.raises(ValueError):
+        RunDir.create(tmp_path, "study", "..")
+
+
+def test_rundir_refuses_silent_overwrite(tmp_path):
+    rd = RunDir.create(tmp_path, "s", "r")
+    rd.write_json("summary.json", {"x": 1})
+    with pytest.raises(FileExistsError):
+        RunDir.create(tmp_path, "s", "r")
+    assert RunDir.create(tmp_path, "s", "r", exist_ok=True).read_json("summary.json") == {"x": 1}
+
+
+def test_seed_everything_repeats_draws():
+    seed_everything(5)
+    a = torch.randn(4)
+    seed_everything(5)
+    assert torch.equal(a, torch.randn(4))
