@@ -70,7 +70,8 @@ def tight_ylim(y: np.ndarray, pad: float = 0.05, quantile: float = 0.02):
 # %% ../nbs/08_plots.ipynb
 @register_plot("curves")
 def plot_curves(df: pd.DataFrame, metrics=None, x: str = "step", hue: str = "run_id", split: str | None = None,
-                ema: float = 0.0, logx: bool = False, ylim=None, title: str | None = None, labels: dict | None = None):
+                ema: float = 0.0, logx: bool = False, ylim=None, title: str | None = None, labels: dict | None = None,
+                xlabel: str | None = None, ylabels: dict | None = None):
     """Metric curves, one panel per metric and one line per run."""
     require_columns(df, [x, hue, "metric", "value"], "plot_curves")
     if split is not None and "split" in df:
@@ -86,7 +87,7 @@ def plot_curves(df: pd.DataFrame, metrics=None, x: str = "step", hue: str = "run
             y = ema_debiased(g["value"], ema) if ema else g["value"].to_numpy(float)
             ax.plot(g[x], y, label=(labels or {}).get(key, key), lw=1.4)
             ys.append(y)
-        ax.set(xlabel=x, ylabel=metric, title=metric + (f" (EMA {ema})" if ema else ""))
+        ax.set(xlabel=xlabel or x, ylabel=(ylabels or {}).get(metric, metric), title=metric + (f" (EMA {ema})" if ema else ""))
         if logx:
             ax.set_xscale("log")
         lim = ylim or tight_ylim(np.concatenate(ys))

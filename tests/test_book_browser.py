@@ -1,0 +1,234 @@
+"""Open the built book in headless Chromium and check what a reader sees.
+
+Chromium is driven over the DevTools protocol on `--remote-debugging-pipe` (file descriptors 3 and 4, messages
+are JSON terminated by NUL), which needs nothing beyond the standard library. For every page we wait for the load
+event and for MathJax's startup promise, then read from the live DOM: each <img>'s naturalWidth/naturalHeight,
+the number of `mjx-container` elements MathJax produced, raw TeX left in `.math` elements, error markers
+(traceback output, error admonitions, docutils system messages), plus any failed resource load or uncaught
+exception the page reported. Screenshots go to `<book>/_build/screenshots/`.
+
+Set REPORT_BOOK_DIR to a built book (e.g. `book`) to check that book too, after `make report`.
+"""
+import base64
+import fcntl
+import json
+import os
+import select
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _report_book import sample_report  # noqa: E402
+
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+         "--window-size=1280,1400", "--remote-debugging-pipe"]
+
+# Sphinx 7.4 emits inline scripts added at builder-inited twice; sphinx-thebe's `const THEBE_JS_URL = ...` then
+# throws on its second copy. Harmless (the first copy defined the same values) and present in every JB 1 page.
+KNOWN_EXCEPTIONS = ("Identifier 'THEBE_JS_URL' has already been declared",)
+
+PAGE_STATE_JS = """
+(async () => {
+  const timeout = ms => new Promise(r => setTimeout(r, ms));
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise)
+    await Promise.race([MathJax.startup.promise, timeout(15000)]);
+  await Promise.race([Promise.all([...document.images].map(i => i.decode().catch(() => null))), timeout(10000)]);
+  const main = document.querySelector('main') || document.body;
+  return {
+    title: document.title,
+    images: [...document.images].map(i => ({src: i.getAttribute('src'), w: i.naturalWidth, h: i.naturalHeight})),
+    mjx: document.querySelectorAll('mjx-container').length,
+    mjx_errors: document.querySelectorAll('mjx-merror').length,
+    raw_math: [...document.querySelectorAll('.math')].filter(e => !e.querySelector('mjx-container'))
+                .map(e => e.textContent.slice(0, 80)),
+    tracebacks: document.querySelectorAll('.output.traceback, .output.error').length,
+    error_banners: [...main.querySelectorAll('.admonition.error, .system-message')].map(e => e.innerText.slice(0, 200)),
+    text: main.innerText,
+  };
+})()
+"""
+
+
+def _describe_exception(details: dict) -> str:
+    """One line for a DevTools exceptionDetails: message, script and line."""
+    message = details.get("exception", {}).get("description", details.get("text", ""))
+    return f"{message.splitlines()[0] if message else '?'} at {details.get('url', '?')}:{details.get('lineNumber')}"
+
+
+def ensure_chromium() -> str:
+    """Path of chromium, installing the Debian package when missing; skip (fail on CI) when impossible."""
+    exe = shutil.which("chromium")
+    if exe is None:
+        try:
+            for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+                subprocess.run(cmd, check=True, capture_output=True, timeout=600,
+                               env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        except (OSError, subprocess.SubprocessError) as err:
+            reason = f"chromium is missing and `apt-get install -y chromium` failed: {err}"
+            if os.environ.get("CI") == "true":
+                pytest.fail(reason)
+            pytest.skip(reason)
+        exe = shutil.which("chromium")
+    assert exe, "chromium still not on PATH after apt-get install"
+    return exe
+
+
+class Browser:
+    """A headless Chromium driven over the DevTools protocol on a pipe."""
+
+    def __init__(self, exe: str, user_data_dir: Path, timeout: int = 240):
+        to_child_r, self.to_child = os.pipe()
+        self.from_child, from_child_w = os.pipe()
+        # copies of the child's ends above fd 10 (close-on-exec), so dup2 onto 3 and 4 cannot clobber one
+        # another; dup2 makes 3 and 4 inheritable, and close_fds=False keeps them open across exec
+        hi_r, hi_w = (fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (to_child_r, from_child_w))
+
+        def wire_fds():
+            os.dup2(hi_r, 3)
+            os.dup2(hi_w, 4)
+
+        self.proc = subprocess.Popen(["timeout", "-k", "5", str(timeout), exe, *FLAGS,
+                                      f"--user-data-dir={user_data_dir}", "about:blank"],
+                                     close_fds=False, preexec_fn=wire_fds,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for fd in (to_child_r, from_child_w, hi_r, hi_w):
+            os.close(fd)
+        self.buf, self.next_id, self.events = b"", 0, []
+
+    def _read_message(self, deadline: float) -> dict:
+        """The next NUL-terminated JSON message from the browser."""
+        while b"\0" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.from_child], [], [], left)[0]:
+                raise TimeoutError("chromium did not answer in time")
+            chunk = os.read(self.from_child, 1 << 20)
+            if not chunk:
+                raise ConnectionError("chromium closed the DevTools pipe")
+            self.buf += chunk
+        msg, self.buf = self.buf.split(b"\0", 1)
+        return json.loads(msg)
+
+    def send(self, method: str, params=None, session=None, timeout: float = 30) -> dict:
+        """Send a command and return its result; events met on the way are kept in self.events."""
+        self.next_id += 1
+        msg = {"id": self.next_id, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        os.write(self.to_child, json.dumps(msg).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self._read_message(deadline)
+            if reply.get("id") == self.next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply["result"]
+            self.events.append(reply)
+
+    def wait_event(self, method: str, session: str, timeout: float = 30) -> dict:
+        """Wait for an event of a session."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, ev in enumerate(self.events):
+                if ev.get("method") == method and ev.get("sessionId") == session:
+                    return self.events.pop(i)
+            self.events.append(self._read_message(deadline))
+
+    def inspect(self, url: str, screenshot: Path) -> dict:
+        """Load url in a fresh tab, return the page state, failed loads and exceptions; save a screenshot."""
+        target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Page.enable", "Network.enable", "Runtime.enable"):
+            self.send(domain, session=session)
+        self.events.clear()
+        self.send("Page.navigate", {"url": url}, session=session)
+        self.wait_event("Page.loadEventFired", session)
+        state = self.send("Runtime.evaluate", {"expression": PAGE_STATE_JS, "awaitPromise": True,
+                                               "returnByValue": True}, session=session, timeout=60)
+        state = state["result"]["value"]
+        png = self.send("Page.captureScreenshot", {"format": "png"}, session=session)["data"]
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        screenshot.write_bytes(base64.b64decode(png))
+        mine = [e for e in self.events if e.get("sessionId") == session]
+        state["failed_loads"] = [e["params"] for e in mine if e.get("method") == "Network.loadingFailed"]
+        thrown = [_describe_exception(e["params"]["exceptionDetails"]) for e in mine
+                  if e.get("method") == "Runtime.exceptionThrown"]
+        state["exceptions"] = [t for t in thrown if not any(k in t for k in KNOWN_EXCEPTIONS)]
+        self.send("Target.closeTarget", {"targetId": target})
+        return state
+
+    def close(self):
+        """Ask the browser to quit, then make sure it is gone."""
+        try:
+            self.send("Browser.close", timeout=5)
+        except (TimeoutError, ConnectionError, RuntimeError, OSError):
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        for fd in (self.to_child, self.from_child):
+            os.close(fd)
+
+
+def book_pages(html: Path) -> list[Path]:
+    """The intro, summary, provenance and every chapter page of a built book."""
+    pages = [html / "intro.html", html / "summary.html", html / "provenance.html"]
+    return pages + sorted((html / "chapters").glob("*.html"))
+
+
+def check_book(browser: Browser, book_dir: Path, failed: set) -> dict:
+    """Inspect every page of a built book; assert what a reader must see. Return the states by page."""
+    html = book_dir / "_build" / "html"
+    states = {}
+    for page in book_pages(html):
+        rel = page.relative_to(html).as_posix()
+        st = browser.inspect(page.as_uri(), book_dir / "_build" / "screenshots" / rel.replace("/", "_").replace(".html", ".png"))
+        states[rel] = st
+        assert st["text"].strip(), f"{rel}: empty page"
+        assert not st["failed_loads"], f"{rel}: resources failed to load: {st['failed_loads']}"
+        assert not st["exceptions"], f"{rel}: uncaught JS exceptions: {st['exceptions']}"
+        bad = [i for i in st["images"] if i["w"] == 0 or i["h"] == 0]
+        assert not bad, f"{rel}: images with zero natural size: {bad}"
+        assert not st["raw_math"] and not st["mjx_errors"], f"{rel}: untypeset math {st['raw_math']}"
+        study = Path(rel).stem if rel.startswith("chapters/") else None
+        if study in failed:
+            assert st["tracebacks"] > 0, f"{rel}: the failed study's traceback is not shown"
+        elif rel == "intro.html" and failed:
+            assert st["error_banners"] and all(f in st["error_banners"][0] for f in failed), st["error_banners"]
+        else:
+            assert st["tracebacks"] == 0 and not st["error_banners"], f"{rel}: error shown: {st['error_banners']}"
+            assert "Traceback" not in st["text"], f"{rel}: a traceback is shown"
+    return states
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """One headless Chromium for the module, with a fresh profile."""
+    b = Browser(ensure_chromium(), tmp_path_factory.mktemp("chromium-profile"))
+    b.send("Browser.getVersion")
+    yield b
+    b.close()
+
+
+def test_sample_book_in_browser(browser, tmp_path_factory):
+    """Every page loads; the figure has pixels; the formulas are typeset; only the broken study shows errors."""
+    info = sample_report(tmp_path_factory)
+    states = check_book(browser, info["book_dir"], failed={"broken"})
+    fine = states["chapters/fine.html"]
+    assert len(fine["images"]) >= 1 and fine["mjx"] >= 2, fine
+    assert states["intro.html"]["error_banners"], "the intro does not list the failed study"
+    shots = sorted((info["book_dir"] / "_build" / "screenshots").glob("*.png"))
+    assert len(shots) == len(states) and all(s.stat().st_size > 1000 for s in shots)
+
+
+@pytest.mark.skipif(not os.environ.get("REPORT_BOOK_DIR"), reason="set REPORT_BOOK_DIR to check a built book")
+def test_built_book_in_browser(browser):
+    """The book `make report` built (REPORT_BOOK_DIR) passes the same checks, with no failed study."""
+    states = check_book(browser, Path(os.environ["REPORT_BOOK_DIR"]).resolve(), failed=set())
+    assert any(k.startswith("chapters/") for k in states), "the book has no chapter"
