@@ -5,6 +5,8 @@
 # %% ../nbs/04_train.ipynb 2
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import io
 import math
 import os
@@ -28,10 +30,10 @@ from .models import build_model, count_params
 from .sinks import MultiSink, make_sinks
 
 # %% auto 0
-__all__ = ['EVENTS', 'CALLBACKS', 'CLASSIFICATION', 'Callback', 'Schedule', 'register_callback', 'build_callbacks',
-           'warmup_steps', 'lr_factor', 'make_optimizer', 'make_scheduler', 'Task', 'evaluate', 'CheckpointError',
-           'save_checkpoint', 'load_checkpoint', 'Checkpoint', 'quiet', 'Trainer', 'RunResult', 'default_run_id',
-           'summarize', 'run']
+__all__ = ['EVENTS', 'CALLBACKS', 'CALLBACK_MODULES', 'CLASSIFICATION', 'Callback', 'Schedule', 'register_callback',
+           'build_callbacks', 'warmup_steps', 'lr_factor', 'make_optimizer', 'make_scheduler', 'Task', 'evaluate',
+           'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'Checkpoint', 'quiet', 'Trainer', 'RunResult',
+           'default_run_id', 'summarize', 'run']
 
 # %% ../nbs/04_train.ipynb
 EVENTS = ("fit_start", "epoch_start", "batch_start", "after_backward", "after_step", "validation_end", "epoch_end", "fit_end")
@@ -65,6 +67,7 @@ class Schedule:
         return False
 
 CALLBACKS: dict[str, type] = {}
+CALLBACK_MODULES = ["ablation_harness.metrics.callbacks"]  # imported on first lookup: they register themselves
 
 def register_callback(name: str):
     """Decorator: make a Callback class available to configs by `name`."""
@@ -75,6 +78,9 @@ def register_callback(name: str):
 
 def build_callbacks(specs) -> list[Callback]:
     """Instantiate callbacks from config specs `{name, **kwargs}`."""
+    for module in CALLBACK_MODULES:
+        if importlib.util.find_spec(module):
+            importlib.import_module(module)
     out = []
     for i, spec in enumerate(specs):
         kwargs = dict(spec.model_extra or {}) if hasattr(spec, "model_extra") else {k: v for k, v in spec.items() if k != "name"}
