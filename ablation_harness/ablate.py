@@ -10,12 +10,12 @@ import sys
 
 import pandas as pd
 
-from .cli import guarded
+from .cli import exit_with, guarded
 from .config import RunConfig, SweepPreset, load_config, read_yaml
 from .sweep import EXECUTORS, load_records, make_trials, run_sweep, trial_table
 
 # %% auto 0
-__all__ = ['parser', 'load_preset', 'main']
+__all__ = ['console', 'parser', 'load_preset', 'main']
 
 # %% ../nbs/22_ablate.ipynb
 def parser() -> argparse.ArgumentParser:
@@ -60,6 +60,8 @@ def main(argv=None):
     states = trial_table(trials, load_records(a.out_dir))["state"].value_counts().to_dict()
     print("states:", ", ".join(f"{k} {v}" for k, v in sorted(states.items())), f"-> {a.out_dir}/summary.csv")
     return 1 if states.get("FAILED") else 0
+
+console = exit_with(main)
 
 # %% ../nbs/22_ablate.ipynb
 #| eval: false

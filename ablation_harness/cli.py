@@ -8,12 +8,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+import pandas as pd
+
 from .config import ConfigError, RunConfig, load_config
 from .data import DataUnavailable
+from .plots import plot_curves, plot_scree, save_figure
+from .runs import load_spectral, load_table, spectral_files
 from .train import CheckpointError, run
 
 # %% auto 0
-__all__ = ['USER_ERRORS', 'train_main', 'report_main', 'guarded', 'exit_with', 'train_cli', 'report_cli']
+__all__ = ['USER_ERRORS', 'train_main', 'report_main', 'plot_loss_main', 'plot_scree_main', 'guarded', 'exit_with', 'train_cli',
+           'report_cli', 'plot_loss_cli', 'plot_scree_cli']
 
 # %% ../nbs/21_cli.ipynb
 USER_ERRORS = (ConfigError, DataUnavailable, CheckpointError, FileNotFoundError)
@@ -70,3 +75,54 @@ def report_cli(argv=None):
     return make_report(profile=a.profile, only=a.only, force=a.force, executor=a.executor)
 
 report_main = exit_with(report_cli)
+
+# %% ../nbs/21_cli.ipynb
+@guarded
+def plot_loss_cli(argv=None):
+    """Plot loss (or any metric) curves from JSONL/CSV files."""
+    p = argparse.ArgumentParser(prog="plot_loss", description="Plot metric curves from metrics.jsonl / JSONL / CSV files.")
+    p.add_argument("inputs", nargs="+", help="metrics files (one line per input)")
+    p.add_argument("--out", required=True, help="output file; format from the extension (default .png)")
+    p.add_argument("--metrics", nargs="+", help="metrics to plot (default: every metric ending in 'loss')")
+    p.add_argument("--xkey", default="step", help="x column (default step)")
+    p.add_argument("--labels", nargs="+", help="one label per input")
+    p.add_argument("--ema", type=float, default=0.0, help="debiased EMA smoothing factor in [0, 1)")
+    p.add_argument("--every", type=int, default=1, help="keep every N-th point")
+    p.add_argument("--ylim", nargs=2, type=float, help="y limits (default: zoom on the tight range)")
+    p.add_argument("--logx", action="store_true")
+    p.add_argument("--title")
+    a = p.parse_args(argv)
+    if not 0 <= a.ema < 1:
+        raise ConfigError(f"--ema: must be in [0, 1), got {a.ema}")
+    df = pd.concat([load_table(f, a.xkey) for f in a.inputs], ignore_index=True)
+    metrics = a.metrics or sorted(m for m in df["metric"].unique() if str(m).endswith("loss"))
+    missing = [m for m in metrics if m not in set(df["metric"])]
+    if missing or not metrics:
+        raise ConfigError(f"--metrics: not in the inputs: {missing or 'no metric ending in loss'} (have {sorted(df['metric'].unique())})")
+    df = df[df["metric"].isin(metrics)]
+    df = df[df.groupby(["source", "metric"]).cumcount() % a.every == 0]
+    labels = dict(zip(a.inputs, a.labels)) if a.labels else None
+    fig = plot_curves(df, metrics, x=a.xkey, hue="source", ema=a.ema, logx=a.logx, ylim=a.ylim, title=a.title, labels=labels)
+    print(save_figure(fig, a.out, df))
+
+@guarded
+def plot_scree_cli(argv=None):
+    """Plot the singular values of one layer from spectral JSON files."""
+    p = argparse.ArgumentParser(prog="plot_scree", description="Scree plot of a layer's singular values from spectral JSON files.")
+    p.add_argument("inputs", nargs="+", help="spectral_final.json / spectral_epochNNN.json files or run dirs")
+    p.add_argument("--out", required=True, help="output file; format from the extension (default .png)")
+    p.add_argument("--layer", help="layer name (default: the first layer in the file)")
+    p.add_argument("--logy", action="store_true", help="log-scale y axis")
+    p.add_argument("--normalize", action="store_true", help="divide each curve by its sigma_1")
+    p.add_argument("--labels", nargs="+", help="one label per input")
+    p.add_argument("--title")
+    a = p.parse_args(argv)
+    df = load_spectral(a.inputs)
+    labels = dict(zip(map(str, spectral_files(a.inputs)), a.labels)) if a.labels else None
+    try:
+        fig = plot_scree(df, a.layer, a.normalize, a.logy, labels=labels, title=a.title)
+    except ValueError as e:
+        raise ConfigError(f"--layer: {e}") from None
+    print(save_figure(fig, a.out, df[df["layer"] == (a.layer or df["layer"].iloc[0])]))
+
+plot_loss_main, plot_scree_main = exit_with(plot_loss_cli), exit_with(plot_scree_cli)

@@ -17,7 +17,7 @@ import seaborn as sns
 from .core import atomic_write_bytes, atomic_write_text
 
 # %% auto 0
-__all__ = ['PLOTS', 'register_plot', 'require_columns', 'save_figure', 'ema_debiased', 'tight_ylim', 'plot_curves']
+__all__ = ['PLOTS', 'register_plot', 'require_columns', 'save_figure', 'ema_debiased', 'tight_ylim', 'plot_curves', 'plot_scree']
 
 # %% ../nbs/08_plots.ipynb
 PLOTS: dict[str, Callable] = {}
@@ -97,5 +97,29 @@ def plot_curves(df: pd.DataFrame, metrics=None, x: str = "step", hue: str = "run
     axes[0][-1].legend(fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/08_plots.ipynb
+@register_plot("scree")
+def plot_scree(df: pd.DataFrame, layer: str | None = None, normalize: bool = False, logy: bool = False,
+               hue: str = "source", labels: dict | None = None, title: str | None = None):
+    """Singular values of a layer by index, one line per source."""
+    require_columns(df, ["layer", "k", "sigma", hue], "plot_scree")
+    layer = layer or df["layer"].iloc[0]
+    sub = df[df["layer"] == layer]
+    if sub.empty:
+        raise ValueError(f"plot_scree: no layer {layer!r} (have {sorted(df['layer'].unique())})")
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for key, g in sub.groupby(hue, sort=False):
+        g = g.sort_values("k")
+        y = g["sigma"].to_numpy(float)
+        ax.plot(g["k"], y / y[0] if normalize else y, marker="o", ms=3, lw=1.4, label=(labels or {}).get(key, key))
+    ax.set(xlabel="singular value index k", ylabel="σ_k / σ_1" if normalize else "singular value σ_k",
+           title=title or f"Scree: {layer}")
+    if logy:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()
     return fig

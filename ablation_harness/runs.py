@@ -14,7 +14,8 @@ import yaml
 from .core import read_jsonl
 
 # %% auto 0
-__all__ = ['COLUMNS', 'find_runs', 'load_metrics', 'flatten', 'load_summaries', 'load_results']
+__all__ = ['COLUMNS', 'find_runs', 'load_metrics', 'flatten', 'load_summaries', 'load_results', 'load_table', 'spectral_files',
+           'load_spectral']
 
 # %% ../nbs/09_runs.ipynb
 COLUMNS = ["run_id", "step", "epoch", "split", "metric", "layer", "value"]
@@ -74,3 +75,38 @@ def load_summaries(paths) -> pd.DataFrame:
 def load_results(path) -> pd.DataFrame:
     """A sweep's results.jsonl as a DataFrame (nested values flattened)."""
     return pd.DataFrame([flatten(r) for r in read_jsonl(path)])
+
+# %% ../nbs/09_runs.ipynb
+def load_table(path, x: str = "step") -> pd.DataFrame:
+    """A metrics file (tidy or wide JSONL/CSV) as tidy rows with a `source` column."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    df = pd.read_csv(path) if path.suffix == ".csv" else pd.DataFrame(read_jsonl(path))
+    if not {"metric", "value"} <= set(df.columns):
+        if x not in df.columns:
+            raise ValueError(f"{path}: no x column {x!r} (have {list(df.columns)})")
+        value_cols = [c for c in df.columns if c != x and pd.api.types.is_numeric_dtype(df[c])]
+        df = df.melt(id_vars=[x], value_vars=value_cols, var_name="metric", value_name="value").dropna(subset=["value"])
+    elif "split" in df.columns:
+        df = df.assign(metric=[f"{s}/{m}" if isinstance(s, str) and s else m for s, m in zip(df["split"], df["metric"])])
+    return df.assign(source=str(path))
+
+def spectral_files(paths) -> list[Path]:
+    """Spectral JSON files at the given paths (a run dir contributes its spectral_final.json)."""
+    out = []
+    for p in map(Path, [paths] if isinstance(paths, (str, Path)) else paths):
+        out.append(p / "spectral_final.json" if p.is_dir() else p)
+    missing = [str(p) for p in out if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"no spectral file: {', '.join(missing)}")
+    return out
+
+def load_spectral(paths) -> pd.DataFrame:
+    """Singular values of every layer in spectral JSON files, as rows source, layer, k, sigma."""
+    rows = []
+    for f in spectral_files(paths):
+        for layer, stats in json.loads(f.read_text()).items():
+            rows += [{"source": str(f), "layer": layer, "k": k, "sigma": s}
+                     for k, s in enumerate(stats["singular_values"], start=1)]
+    return pd.DataFrame(rows, columns=["source", "layer", "k", "sigma"])
