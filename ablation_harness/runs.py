@@ -106,7 +106,7 @@ def load_spectral(paths) -> pd.DataFrame:
     """Singular values of every layer in spectral JSON files, as rows source, layer, k, sigma."""
     rows = []
     for f in spectral_files(paths):
-        for layer, stats in json.loads(f.read_text()).items():
+        for layer, stats in json.loads(f.read_text())["layers"].items():
             rows += [{"source": str(f), "layer": layer, "k": k, "sigma": s}
                      for k, s in enumerate(stats["singular_values"], start=1)]
     return pd.DataFrame(rows, columns=["source", "layer", "k", "sigma"])

@@ -82,7 +82,7 @@ def spectral_summary(run_dir: Path) -> dict:
     f = run_dir / "spectral_final.json"
     if not f.exists():
         return {}
-    stats = json.loads(f.read_text())
+    stats = json.loads(f.read_text())["layers"]
     return {layer: {k: s[k] for k in ("spectral_norm", "stable_rank", "rank") if k in s} for layer, s in stats.items()}
 
 def run_trial(trial: Trial) -> dict:

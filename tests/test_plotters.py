@@ -12,8 +12,8 @@ from ablation_harness.runs import load_spectral
 
 
 def spectral_file(path, sv):
-    path.write_text(json.dumps({"conv1": {"singular_values": list(sv), "spectral_norm": sv[0]},
-                                "classifier": {"singular_values": [3.0, 1.0]}}))
+    path.write_text(json.dumps({"step": 2, "epoch": 1, "layers": {
+        "conv1": {"singular_values": list(sv), "spectral_norm": sv[0]}, "classifier": {"singular_values": [3.0, 1.0]}}}))
     return path
 
 
