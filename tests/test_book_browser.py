@@ -33,20 +33,25 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--dis
 # throws on its second copy. Harmless (the first copy defined the same values) and present in every JB 1 page.
 KNOWN_EXCEPTIONS = ("Identifier 'THEBE_JS_URL' has already been declared",)
 
-PAGE_STATE_JS = """
+PAGE_STATE_JS = r"""
 (async () => {
   const timeout = ms => new Promise(r => setTimeout(r, ms));
+  let mathjax_error = null;
   if (window.MathJax && MathJax.startup && MathJax.startup.promise)
-    await Promise.race([MathJax.startup.promise, timeout(15000)]);
+    await Promise.race([MathJax.startup.promise.catch(e => { mathjax_error = String(e); }), timeout(15000)]);
   await Promise.race([Promise.all([...document.images].map(i => i.decode().catch(() => null))), timeout(10000)]);
   const main = document.querySelector('main') || document.body;
+  const prose = main.cloneNode(true);   // text outside code and typeset math: TeX left here was not typeset
+  prose.querySelectorAll('pre, code, script, style, mjx-container, .highlight').forEach(e => e.remove());
   return {
     title: document.title,
     images: [...document.images].map(i => ({src: i.getAttribute('src'), w: i.naturalWidth, h: i.naturalHeight})),
     mjx: document.querySelectorAll('mjx-container').length,
     mjx_errors: document.querySelectorAll('mjx-merror').length,
+    mathjax_error: mathjax_error,
     raw_math: [...document.querySelectorAll('.math')].filter(e => !e.querySelector('mjx-container'))
                 .map(e => e.textContent.slice(0, 80)),
+    raw_tex: (prose.textContent.match(/\$[^$\n]{0,200}\$|\\[a-zA-Z]+\{/g) || []).slice(0, 5),
     tracebacks: document.querySelectorAll('.output.traceback, .output.error').length,
     error_banners: [...main.querySelectorAll('.admonition.error, .system-message')].map(e => e.innerText.slice(0, 200)),
     text: main.innerText,
@@ -150,12 +155,20 @@ class Browser:
         self.wait_event("Page.loadEventFired", session)
         state = self.send("Runtime.evaluate", {"expression": PAGE_STATE_JS, "awaitPromise": True,
                                                "returnByValue": True}, session=session, timeout=60)
+        if "exceptionDetails" in state:
+            raise RuntimeError(f"{url}: page inspection failed: {_describe_exception(state['exceptionDetails'])}")
         state = state["result"]["value"]
+        height = self.send("Page.getLayoutMetrics", session=session)["cssContentSize"]["height"]
+        self.send("Emulation.setDeviceMetricsOverride", {"width": 1280, "height": int(min(max(height, 800), 8000)),
+                                                         "deviceScaleFactor": 1, "mobile": False}, session=session)
         png = self.send("Page.captureScreenshot", {"format": "png"}, session=session)["data"]
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         screenshot.write_bytes(base64.b64decode(png))
         mine = [e for e in self.events if e.get("sessionId") == session]
-        state["failed_loads"] = [e["params"] for e in mine if e.get("method") == "Network.loadingFailed"]
+        urls = {e["params"]["requestId"]: e["params"]["request"]["url"] for e in mine
+                if e.get("method") == "Network.requestWillBeSent"}
+        state["failed_loads"] = [f"{urls.get(e['params']['requestId'], '?')}: {e['params']['errorText']}"
+                                 for e in mine if e.get("method") == "Network.loadingFailed"]
         thrown = [_describe_exception(e["params"]["exceptionDetails"]) for e in mine
                   if e.get("method") == "Runtime.exceptionThrown"]
         state["exceptions"] = [t for t in thrown if not any(k in t for k in KNOWN_EXCEPTIONS)]
@@ -177,33 +190,43 @@ class Browser:
 
 
 def book_pages(html: Path) -> list[Path]:
-    """The intro, summary, provenance and every chapter page of a built book."""
+    """The intro, summary, provenance, every chapter and every API page of a built book."""
     pages = [html / "intro.html", html / "summary.html", html / "provenance.html"]
-    return pages + sorted((html / "chapters").glob("*.html"))
+    return pages + sorted((html / "chapters").glob("*.html")) + sorted((html / "api").glob("*.html"))
+
+
+def page_problems(rel: str, st: dict, failed: set) -> list[str]:
+    """What is wrong with one inspected page (empty when it is fine)."""
+    study = Path(rel).stem if rel.startswith("chapters/") else None
+    checks = [(not st["text"].strip(), "empty page"),
+              (st["failed_loads"], f"resources failed to load: {st['failed_loads']}"),
+              (st["exceptions"], f"uncaught JS exceptions: {st['exceptions']}"),
+              ([i for i in st["images"] if not (i["w"] and i["h"])], f"images with zero natural size: {st['images']}"),
+              (st["raw_math"] or st["raw_tex"] or st["mjx_errors"] or st["mathjax_error"],
+               f"untypeset math: {st['raw_math'] + st['raw_tex']} ({st['mjx_errors']} MathJax errors; "
+               f"MathJax startup: {st['mathjax_error'] or 'ok'})")]
+    shows_error = (st["tracebacks"] or st["error_banners"] or "Traceback" in st["text"]
+                   or "Exception was encountered" in st["text"])
+    if study in failed:
+        checks.append((not st["tracebacks"], "the failed study's traceback is not shown"))
+    elif rel == "intro.html" and failed:
+        checks.append((not all(f in "".join(st["error_banners"]) for f in failed),
+                       f"the intro does not list the failed studies {sorted(failed)}: {st['error_banners']}"))
+    else:
+        checks.append((shows_error, f"an error is shown: {st['error_banners']} ({st['tracebacks']} tracebacks)"))
+    return [f"{rel}: {msg}" for bad, msg in checks if bad]
 
 
 def check_book(browser: Browser, book_dir: Path, failed: set) -> dict:
-    """Inspect every page of a built book; assert what a reader must see. Return the states by page."""
+    """Inspect every page of a built book and assert that none has a problem. Return the states by page."""
     html = book_dir / "_build" / "html"
-    states = {}
+    states, problems = {}, []
     for page in book_pages(html):
         rel = page.relative_to(html).as_posix()
-        st = browser.inspect(page.as_uri(), book_dir / "_build" / "screenshots" / rel.replace("/", "_").replace(".html", ".png"))
-        states[rel] = st
-        assert st["text"].strip(), f"{rel}: empty page"
-        assert not st["failed_loads"], f"{rel}: resources failed to load: {st['failed_loads']}"
-        assert not st["exceptions"], f"{rel}: uncaught JS exceptions: {st['exceptions']}"
-        bad = [i for i in st["images"] if i["w"] == 0 or i["h"] == 0]
-        assert not bad, f"{rel}: images with zero natural size: {bad}"
-        assert not st["raw_math"] and not st["mjx_errors"], f"{rel}: untypeset math {st['raw_math']}"
-        study = Path(rel).stem if rel.startswith("chapters/") else None
-        if study in failed:
-            assert st["tracebacks"] > 0, f"{rel}: the failed study's traceback is not shown"
-        elif rel == "intro.html" and failed:
-            assert st["error_banners"] and all(f in st["error_banners"][0] for f in failed), st["error_banners"]
-        else:
-            assert st["tracebacks"] == 0 and not st["error_banners"], f"{rel}: error shown: {st['error_banners']}"
-            assert "Traceback" not in st["text"], f"{rel}: a traceback is shown"
+        shot = book_dir / "_build" / "screenshots" / rel.replace("/", "_").replace(".html", ".png")
+        states[rel] = browser.inspect(page.as_uri(), shot)
+        problems += page_problems(rel, states[rel], failed)
+    assert not problems, "\n".join(problems)
     return states
 
 
