@@ -30,8 +30,8 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 # %% ../nbs/01_config.ipynb
-DATASETS = ("mnist", "digits", "mnist1d", "connect4", "mnist_full", "fashion_mnist", "cifar10", "cifar100")
-MODELS = ("tinycnn", "mlp", "cnn_gru", "small_cnn")
+DATASETS = ("mnist", "digits", "mnist1d", "connect4", "mnist_full", "fashion_mnist", "cifar10", "cifar100", "markov")
+MODELS = ("tinycnn", "mlp", "cnn_gru", "small_cnn", "greedy", "tiny_transformer")
 
 class DataConfig(Strict):
     """Where the data comes from and how much of it."""

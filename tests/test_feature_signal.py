@@ -1,0 +1,198 @@
+"""studies.feature_signal: correlation callback and its history file, augmentations, invariance, figures."""
+import json
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from ablation_harness.config import RunConfig
+from ablation_harness.core import read_jsonl
+from ablation_harness.train import Callback, run
+from ablation_harness.studies.feature_signal import (
+    CORR_MEANS, LayerCorrelation, augmented_views, corr_means_frame, layer_scores, mean_offdiagonal,
+    plot_augmentation_grid, plot_corr_evolution, plot_intra_correlation, plot_invariance,
+    plot_layer_correlation_grid, read_corr_means, summarize_invariance, torch_threads)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models train fastest on one intra-op thread (and far faster on a busy machine)."""
+    with torch_threads(1):
+        yield
+
+
+def _cfg(epochs=3):
+    return RunConfig.model_validate({
+        "study": "fs", "device": "cpu", "seed": 1, "name": "fs_run",
+        "data": {"name": "digits", "n_train": 300, "n_val": 150},
+        "model": {"name": "mlp", "width": 16, "depth": 2, "batchnorm": True},
+        "train": {"epochs": epochs, "batch_size": 64, "progress": False, "analysis_batch_size": 100},
+        "callbacks": [{"name": "layer_correlation"}]})
+
+
+class FileSpy(Callback):
+    """Records the number of entries in corr_means.json right after each epoch-start analysis."""
+    def __init__(self):
+        self.sizes = []
+
+    def on_epoch_start(self, trainer):
+        self.sizes.append(len(read_corr_means(trainer.run_dir.file(CORR_MEANS))))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fs")
+    spy = FileSpy()
+    res = run(_cfg(), extra_callbacks=[spy], root=root)
+    return root, res, spy
+
+
+def test_self_correlation_has_unit_diagonal_and_matches_numpy(trained):
+    _, res, _ = trained
+    cb = next(c for c in res.trainer.callbacks if isinstance(c, LayerCorrelation))
+    layers = list(dict.fromkeys(a for a, _ in cb.last))
+    assert len(cb.last) == len(layers) * (len(layers) + 1) // 2
+    for name in layers:
+        assert np.allclose(np.diag(cb.last[(name, name)].numpy()), 1.0, atol=1e-5)
+    # one cross pair against numpy.corrcoef on independently captured activations
+    model, x = res.trainer.model.eval(), res.trainer.analysis_batch[0]
+    with torch.no_grad():
+        h1 = model.body.fc1(model.body.flat(x)).numpy()
+        h2 = model.head(model.body(x)).numpy()
+    d1 = h1.shape[1]
+    ref = np.corrcoef(h1.T, h2.T)[:d1, d1:]
+    assert np.allclose(cb.last[("body.fc1", "head")].numpy(), ref, atol=1e-4)
+
+
+def test_corr_means_grows_one_entry_per_epoch_and_survives_a_restart(trained):
+    root, res, spy = trained
+    path = res.run_dir.file(CORR_MEANS)
+    first = json.loads(path.read_text())
+    assert spy.sizes == [1, 2, 3]                       # one entry appended at each epoch start
+    assert [e["epoch"] for e in first] == [0, 1, 2, 3]  # ... plus one after the last epoch
+    assert [e["event"] for e in first] == ["epoch_start"] * 3 + ["fit_end"]
+    n_pairs = len(first[0]["means"])
+    logged = [r for r in read_jsonl(res.run_dir.file("metrics.jsonl")) if r["metric"] == "mean_abs_corr"]
+    assert len(logged) == 4 * n_pairs
+    # a second run in the same run directory appends; the earlier entries are untouched
+    res2 = run(_cfg(epochs=2), root=root, exist_ok=True)
+    assert res2.run_dir.path == res.run_dir.path
+    again = read_corr_means(path)
+    assert again[:4] == first and len(again) == 7
+    assert [e["index"] for e in again] == list(range(7))
+    assert not list(res.run_dir.path.glob(f".{CORR_MEANS}*.tmp"))
+    df = corr_means_frame(again)
+    assert len(df) == 7 * n_pairs and (df["mean_abs_corr"].between(0, 1)).all()
+
+
+def _digit_like():
+    img = torch.zeros(1, 28, 28)
+    img[0, 6:22, 12:16] = 1.0
+    img[0, 6:9, 8:20] = 0.8
+    return img
+
+
+def test_300_augmentations_are_reproducible_distinct_and_leave_global_state_alone():
+    img = _digit_like()
+    threads = torch.get_num_threads()
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    a = augmented_views(img, 300, seed=7)
+    assert torch.equal(torch.rand(3), expected_next)       # the global generator did not move
+    assert torch.get_num_threads() == threads
+    b = augmented_views(img, 300, seed=7)
+    c = augmented_views(img, 300, seed=8)
+    assert a.shape == (300, 1, 28, 28) and torch.equal(a, b) and not torch.equal(a, c)
+    flat = a.flatten(1)
+    assert len(torch.unique(flat, dim=0)) == 300
+    assert not any(torch.equal(v, img) for v in a)
+
+
+def test_torch_threads_restores_on_error():
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError):
+        with torch_threads(1):
+            assert torch.get_num_threads() == 1
+            raise RuntimeError
+    assert torch.get_num_threads() == before
+
+
+def test_invariance_score_against_numpy():
+    g = torch.Generator().manual_seed(0)
+    c = torch.rand(6, 6, generator=g)
+    off = ~np.eye(6, dtype=bool)
+    assert mean_offdiagonal(c) == pytest.approx(c.numpy()[off].mean(), rel=1e-6)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 5))
+    x = torch.randn(12, 1, 4, 4, generator=g)
+    scores = layer_scores(model, x, ["1"])
+    with torch.no_grad():
+        h = model(x).numpy()
+    ref_out = np.corrcoef(h)[~np.eye(12, dtype=bool)].mean()
+    ref_in = np.corrcoef(x.flatten(1).numpy())[~np.eye(12, dtype=bool)].mean()
+    assert scores["input"] == pytest.approx(ref_in, abs=1e-5) and scores["1"] == pytest.approx(ref_out, abs=1e-5)
+    same = layer_scores(model, x[:1].repeat(5, 1, 1, 1), ["1"])   # identical views: perfectly invariant
+    assert same["1"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_grid_draws_absolute_matrices_with_their_means():
+    g = np.random.default_rng(0)
+    mats = {("a", "a"): np.corrcoef(g.normal(size=(4, 30))), ("a", "b"): g.uniform(-1, 1, (4, 3)),
+            ("b", "b"): np.corrcoef(g.normal(size=(3, 30)))}
+    fig = plot_layer_correlation_grid(mats)
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 3
+    drawn = {ax.get_title().split("\n")[0]: ax for ax in panels}
+    for (a, b), m in mats.items():
+        ax = drawn[f"{a} × {b}"]
+        assert np.allclose(ax.images[0].get_array(), np.abs(m))
+        absm = np.abs(m)
+        mean = absm[~np.eye(len(m), dtype=bool)].mean() if a == b else absm.mean()
+        assert f"{mean:.3f}" in ax.get_title()
+        assert ax.images[0].norm.vmin == 0 and ax.images[0].norm.vmax == 1
+    plt.close(fig)
+
+
+def test_evolution_lines_carry_the_history():
+    df = pd.DataFrame({"epoch": [0, 1, 2] * 3, "layer_i": ["x"] * 6 + ["y"] * 3,
+                       "layer_j": ["x"] * 3 + ["y"] * 6, "mean_abs_corr": np.linspace(0.1, 0.9, 9)})
+    fig = plot_corr_evolution(df)
+    lines = {(ax.get_title(), ln.get_label()): ln for ax in fig.axes for ln in ax.get_lines()}
+    assert np.allclose(lines[("x with ...", "y")].get_ydata(), df["mean_abs_corr"][3:6])
+    assert np.allclose(lines[("y with ...", "y (self, off-diag.)")].get_xdata(), [0, 1, 2])
+    plt.close(fig)
+
+
+def test_intra_invariance_and_augmentation_figures_draw_their_data():
+    g = np.random.default_rng(1)
+    m = np.corrcoef(g.normal(size=(5, 40)))
+    fig = plot_intra_correlation({"p": m})
+    ax = next(a for a in fig.axes if a.images)
+    assert np.allclose(ax.images[0].get_array(), m) and ax.images[0].norm.vmin == -1
+    assert f"{m[~np.eye(5, dtype=bool)].mean():.3f}" in ax.get_title()
+    plt.close(fig)
+
+    scores = pd.DataFrame({"digit": [0, 0, 1, 1], "label": [0, 0, 1, 1], "layer": ["input", "fc1"] * 2,
+                           "score": [0.2, 0.5, 0.4, 0.7]})
+    summary = summarize_invariance(scores, pd.DataFrame({"layer": ["input", "fc1"], "score": [0.1, 0.0]}))
+    assert np.allclose(summary["mean"], [0.3, 0.6]) and np.allclose(summary["std"], [np.std([0.2, 0.4], ddof=1)] * 2)
+    fig = plot_invariance(summary, scores)
+    ax = fig.axes[0]
+    ys = [(ln.get_label(), np.asarray(ln.get_ydata(), dtype=float)) for ln in ax.get_lines()]
+    assert any(l == "different test images (reference)" and np.allclose(y, [0.1, 0.0]) for l, y in ys)
+    sd = np.std([0.2, 0.4], ddof=1)
+    for target in ([0.3, 0.6], [0.3 - sd, 0.6 - sd], [0.3 + sd, 0.6 + sd]):   # means and error-bar caps
+        assert any(len(y) == 2 and np.allclose(y, target) for _, y in ys)
+    assert np.allclose(np.sort(ax.collections[0].get_offsets()[:, 1]), np.sort(scores["score"]))
+    plt.close(fig)
+
+    imgs = torch.rand(5, 1, 6, 6)
+    fig = plot_augmentation_grid(imgs[1:], original=imgs[0], ncols=3)
+    shown = [ax.images[0].get_array() for ax in fig.axes if ax.images]
+    assert len(shown) == 5 and all(np.allclose(s, i[0].numpy()) for s, i in zip(shown, imgs))
+    plt.close(fig)

@@ -1,0 +1,314 @@
+"""Greedy chain study: locality, anchors, temperature, ACE, evaluation files, every plot type, CLI errors."""
+import json
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from scipy.spatial.distance import jensenshannon
+from scipy.stats import entropy, spearmanr
+
+matplotlib.use("Agg")
+
+from ablation_harness.data import iterate_batches, load_data  # noqa: E402
+from ablation_harness.metrics.representation import first_pc, mutual_information_pc1  # noqa: E402
+from ablation_harness.studies import greedy_chain as gc  # noqa: E402
+from ablation_harness.train import Trainer, load_checkpoint  # noqa: E402
+
+
+def lines_y(ax):
+    """y data of every line of an axes."""
+    return [np.asarray(l.get_ydata(), float) for l in ax.get_lines()]
+
+
+# ---------------------------------------------------------------- model, locality, optimiser
+
+def test_each_layer_loss_reaches_only_its_own_layer():
+    torch.manual_seed(0)
+    model = gc.GMLP(20, 16, 3, num_classes=4)
+    x, y = torch.randn(32, 20), torch.randint(0, 4, (32,))
+    for l in range(3):
+        model.zero_grad(set_to_none=True)
+        gc.local_losses(model(x), y, [0.5, 0.5, 0.5], "ce")["layer"][l].backward()
+        for k, block in enumerate(model.blocks):
+            grads = [p.grad for p in block.parameters()]
+            if k == l:
+                assert all(g is not None and g.abs().sum() > 0 for g in grads)
+            else:
+                assert all(g is None or g.abs().sum() == 0 for g in grads), f"layer {l}'s loss reached layer {k}"
+
+
+def test_backprop_mlp_is_not_local():
+    """Control: in the backprop MLP the output loss does reach the first layer."""
+    model = gc.MLP(20, 16, 3, 4)
+    F.cross_entropy(model(torch.randn(8, 20)), torch.randint(0, 4, (8,))).backward()
+    assert model.body.fc1.weight.grad.abs().sum() > 0
+
+
+def test_trainer_with_one_optimizer_equals_one_adam_per_layer():
+    cfg = gc.parse_config({"profile": "smoke", "dataset": "digits", "N": 16, "layers": 3, "epochs": 1, "n_train": 192,
+                           "n_val": 64, "n_test": 64, "batch_size": 64, "scheduler": "constant", "warmup_fraction": 0.0,
+                           "lambda_ace": [0.3, 0.2, 0.0], "device": "cpu", "progress": False})
+    rcfg = gc.to_run_config(cfg)
+    data = load_data(rcfg.data)
+    torch.manual_seed(0)
+    a = gc.GMLP(64, 16, 3, 10)
+    b = gc.GMLP(64, 16, 3, 10)
+    b.load_state_dict(a.state_dict())
+    init = {k: v.clone() for k, v in a.state_dict().items()}
+    Trainer(a, data.train, data.val, rcfg, gc.chain_task(cfg)).fit()
+    opts = [torch.optim.Adam(blk.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay) for blk in b.blocks]
+    gen = torch.Generator().manual_seed(cfg.seed)
+    for xb, yb in iterate_batches(data.train, cfg.batch_size, shuffle=True, generator=gen):
+        losses = gc.local_losses(b(xb), yb, cfg.lambdas(), cfg.ace_variant)["layer"]
+        for loss, opt in zip(losses, opts):      # each layer: its own loss, its own optimiser
+            opt.zero_grad()
+            loss.backward(retain_graph=True)
+        for opt in opts:
+            opt.step()
+    for (n, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert torch.allclose(pa, pb, atol=1e-6), n
+        assert not torch.equal(pa, init[n]), n
+
+
+def test_next_layer_target_equals_a_no_grad_pass_on_the_detached_output():
+    torch.manual_seed(1)
+    model = gc.GMLP(12, 8, 3, num_classes=3, tau=0.5, similarity="l2")
+    x = torch.randn(10, 12)
+    out = model(x)
+    h = model.blocks[0](x)
+    for i in range(2):
+        with torch.no_grad():
+            target = gc.anchor_logits(model.blocks[i + 1](h.detach()), model.layer_anchors(i + 1), 0.5, "l2")
+        assert torch.allclose(target, out[:, i + 1], atol=1e-6)
+        h = model.blocks[i + 1](h.detach())
+
+
+# ---------------------------------------------------------------- anchors and temperature
+
+def test_anchors_orthonormal_seeded_and_shared():
+    A = gc.make_anchors(10, 64, seed=3).numpy().astype(np.float64)
+    np.testing.assert_allclose(A @ A.T, np.eye(10), atol=1e-5)
+    assert torch.equal(gc.make_anchors(10, 64, 3), gc.make_anchors(10, 64, 3))
+    assert not torch.allclose(gc.make_anchors(10, 64, 3), gc.make_anchors(10, 64, 4))
+    shared = gc.GMLP(20, 64, 3, 10, anchor_seed=3)
+    assert all(torch.equal(shared.layer_anchors(i), torch.from_numpy(A).float()) for i in range(3))
+    assert "anchors" not in dict(shared.named_parameters())
+    per = gc.GMLP(20, 64, 3, 10, per_layer_anchors=True, learnable_anchors=True)
+    assert not torch.allclose(per.layer_anchors(0), per.layer_anchors(1)) and "anchors" in dict(per.named_parameters())
+    with pytest.raises(ValueError):
+        gc.make_anchors(10, 8)
+
+
+@pytest.mark.parametrize("tau", [0.05, 0.1, 1.0, 10.0])
+def test_temperature_on_an_input_equal_to_an_anchor(tau):
+    C, k = 5, 2
+    A = gc.make_anchors(C, 16, seed=0)
+    h = 3.0 * A[k:k + 1]                            # cosine 1 to anchor k, 0 to the others
+    q = torch.softmax(gc.anchor_logits(h, A, tau, "cosine"), -1)[0].double().numpy()
+    e = np.exp(1 / tau)
+    np.testing.assert_allclose(q[k], e / (e + C - 1), rtol=1e-5)
+    np.testing.assert_allclose(np.delete(q, k), 1 / (e + C - 1), rtol=1e-4)
+    q2 = torch.softmax(gc.anchor_logits(A[k:k + 1], A, tau, "l2"), -1)[0].double().numpy()
+    np.testing.assert_allclose(q2[k], 1 / (1 + (C - 1) * np.exp(-2 / tau)), rtol=1e-4)   # ||a_k - a_c||^2 = 2
+    assert q.argmax() == k and q2.argmax() == k
+
+
+def test_lower_temperature_sharpens():
+    A = gc.make_anchors(4, 8, seed=0)
+    h = torch.randn(1, 8, generator=torch.Generator().manual_seed(0))
+    peaks = [torch.softmax(gc.anchor_logits(h, A, t), -1).max().item() for t in (10.0, 1.0, 0.1, 0.01)]
+    assert all(a < b for a, b in zip(peaks, peaks[1:])) and abs(peaks[0] - 0.25) < 0.05 and peaks[-1] > 0.99
+
+
+# ---------------------------------------------------------------- ACE
+
+P, R = np.array([0.7, 0.2, 0.1]), np.array([0.2, 0.5, 0.3])
+REFERENCE = {"ce": -(P * np.log(R)).sum(), "reverse_ce": -(R * np.log(P)).sum(),
+             "js": jensenshannon(P, R) ** 2, "sym_kl": entropy(P, R) + entropy(R, P)}
+
+
+@pytest.mark.parametrize("variant", list(REFERENCE))
+def test_ace_value_and_sign(variant):
+    p_logits = torch.tensor(np.log(P))[None].float()
+    r_logits = torch.tensor(np.log(R))[None].float()
+    ace = gc.ace_term(p_logits, r_logits, variant).item()
+    np.testing.assert_allclose(ace, REFERENCE[variant], rtol=1e-5)
+    assert ace > 0
+    logits = torch.stack([p_logits[0], r_logits[0]])[None]       # [n=1, L=2, C=3]
+    y = torch.tensor([0])
+    for lam in (0.0, 0.5):
+        out = gc.local_losses(logits, y, [lam, 7.0], variant)
+        np.testing.assert_allclose(out["layer"][0].item(), -np.log(P[0]) - lam * REFERENCE[variant], rtol=1e-5)
+        np.testing.assert_allclose(out["layer"][1].item(), -np.log(R[0]), rtol=1e-5)    # last layer: no ACE
+
+
+def test_ace_gradient_does_not_reach_the_target():
+    logits = torch.randn(4, 2, 3, requires_grad=True)
+    gc.local_losses(logits, torch.tensor([0, 1, 2, 0]), [1.0, 0.0], "js")["layer"][0].backward()
+    assert logits.grad[:, 1].abs().sum() == 0 and logits.grad[:, 0].abs().sum() > 0
+
+
+def test_mutual_information_from_the_cached_input_pc_is_unchanged():
+    g = torch.Generator().manual_seed(0)
+    x, h = torch.randn(300, 40, generator=g), torch.relu(torch.randn(300, 16, generator=g))
+    assert mutual_information_pc1(first_pc(x)[:, None], h) == pytest.approx(mutual_information_pc1(x, h), abs=1e-12)
+
+
+# ---------------------------------------------------------------- a small real run of each model
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gc")
+    base = {"profile": "smoke", "dataset": "digits", "N": 16, "layers": 3, "epochs": 2, "n_train": 256, "n_val": 96,
+            "n_test": 120, "batch_size": 64, "analysis_samples": 64, "metrics_log_frequency": 2, "ridge_r2": True,
+            "device": "cpu", "threads": 1, "progress": False}
+    dirs = []
+    for model in ("greedy", "mlp"):
+        res = gc.train_chain(gc.parse_config({**base, "model": model}), root=root)
+        gc.evaluate_run(res.run_dir.path)
+        dirs.append(res.run_dir.path)
+    return dirs
+
+
+def test_run_directory_files(runs):
+    for rd in runs:
+        params = yaml.safe_load((rd / "params.yaml").read_text())
+        assert params["N"] == 16 and params["model"] in rd.name
+        log = [json.loads(l) for l in (rd / "log.jsonl").read_text().splitlines()]
+        assert [r["epoch"] for r in log] == [1, 2] and all("val/acc" in r for r in log)
+        for ck in ("best.pt", "last.pt"):
+            assert load_checkpoint(rd / ck)["model"]
+        df = gc.chain_metrics_frame(rd)
+        chain = df[df["metric"].isin(gc.CHAIN_METRICS)]
+        assert set(chain["metric"]) == set(gc.CHAIN_METRICS)
+        assert set(chain["split"]) == {"train", "val"} and set(chain["layer"]) == {"layer_0", "layer_1", "layer_2"}
+        assert set(chain["step"]) == {0, 2, 4, 6, 8}
+        ace_layers = set(chain[chain["metric"] == "ace_regularizer"]["layer"])
+        assert ace_layers == {"layer_0", "layer_1"}
+
+
+def test_evaluation_files_have_the_documented_content(runs):
+    for rd in runs:
+        res = json.loads((rd / "test_results.json").read_text())
+        model, cfg, data, _ = gc.load_run_model(rd)
+        out = gc.predict(model, data.test.x)
+        y = data.test.y.numpy()
+        pred = gc.final_logits(out).argmax(1).numpy()
+        expected = np.zeros((10, 10), dtype=np.int64)
+        np.add.at(expected, (y, pred), 1)
+        cm = np.load(rd / "confusion.npy")
+        assert cm.dtype == np.int64 and np.array_equal(cm, expected) and cm.sum() == res["n_test"] == len(y)
+        assert res["test_accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+        rep = json.loads((rd / "class_report.json").read_text())
+        assert rep["accuracy"] == pytest.approx(res["test_accuracy"])
+        assert [rep[str(c)]["support"] for c in range(10)] == cm.sum(1).tolist()
+        assert set(res["layer_probe_accuracy"]) == {"layer_0", "layer_1", "layer_2"}
+        if cfg.model == "greedy":
+            for i in range(3):
+                assert res["layer_accuracy"][f"layer_{i}"] == pytest.approx((out[:, i].argmax(1).numpy() == y).mean())
+        else:
+            assert "layer_accuracy" not in res
+
+
+def test_every_plot_type_draws_the_real_data(runs):
+    df, tests = gc.chain_metrics_frame(runs), gc.test_frame(runs)
+    val = df[df["split"] == "val"]
+    labels = sorted(df["label"].unique())
+
+    fig = gc.plot_basic_curves(df)
+    acc = val[val["metric"] == "acc"]
+    assert sorted(map(tuple, lines_y(fig.axes[2]))) == sorted(tuple(g["value"]) for _, g in acc.groupby("label"))
+
+    cm = gc.confusion_frame(runs[0])
+    raw = np.load(runs[0] / "confusion.npy")
+    assert np.array_equal(np.asarray(gc.plot_confusion(cm).axes[0].images[0].get_array()), raw)
+    norm = np.asarray(gc.plot_confusion(cm, normalize=True).axes[0].images[0].get_array())
+    np.testing.assert_allclose(norm, raw / raw.sum(1, keepdims=True))
+
+    fig = gc.plot_heatmap(df, "probe_accuracy", "val")
+    sub = val[(val["metric"] == "probe_accuracy") & (val["label"] == labels[0])]
+    expected = sub.pivot_table(index="layer_idx", columns="step", values="value").to_numpy()
+    np.testing.assert_allclose(np.asarray(fig.axes[0].collections[0].get_array()).reshape(expected.shape), expected)
+
+    fig = gc.plot_train_val(df, "cross_entropy")
+    assert len(fig.axes[0].get_lines()) == 2 * len(labels)
+    ce0 = df[(df["metric"] == "cross_entropy") & (df["layer"] == "layer_0")]
+    assert sorted(map(tuple, lines_y(fig.axes[0]))) == sorted(tuple(g["value"]) for _, g in ce0.groupby(["label", "split"]))
+
+    fig = gc.plot_overview(df, "val")
+    mean = val[val["metric"] == "accuracy"].groupby(["model", "layer_idx", "step"])["value"].mean()
+    assert sorted(map(tuple, lines_y(fig.axes[0]))) == sorted(tuple(g.values) for _, g in mean.groupby(level=[0, 1]))
+
+    fig = gc.plot_distributions(df, "val")
+    medians = val[val["metric"] == "margin"].groupby(["layer_idx", "model"])["value"].median()
+    panel = fig.axes[gc.CHAIN_METRICS.index("margin")]
+    drawn = {round(float(y[0]), 9) for y in lines_y(panel) if len(y) == 2 and y[0] == y[1]}
+    assert panel.get_title() == "margin" and len(panel.patches) == len(medians)
+    assert {round(float(m), 9) for m in medians} <= drawn
+
+    fin = gc.final_values(df)
+    fig = gc.plot_architecture_comparison(fin, tests)
+    want = fin[fin["metric"] == "accuracy"].groupby(["model", "layer_idx"])["value"].mean()
+    assert sorted(map(tuple, lines_y(fig.axes[0]))) == sorted(tuple(g.values) for _, g in want.groupby(level=0))
+
+    fig = gc.plot_correlation(df, "val")
+    wide = val[val["metric"].isin(gc.CHAIN_METRICS)].pivot_table(index=["run_id", "step", "layer"], columns="metric", values="value")
+    wide = wide[[m for m in gc.CHAIN_METRICS if m in wide.columns]]
+    a, b = list(wide.columns).index("accuracy"), list(wide.columns).index("cross_entropy")
+    ok = wide[["accuracy", "cross_entropy"]].dropna()
+    assert np.asarray(fig.axes[0].images[0].get_array())[a, b] == pytest.approx(spearmanr(ok["accuracy"], ok["cross_entropy"])[0])
+
+    fig = gc.plot_layer_progression(df)
+    last = val[(val["metric"] == "probe_accuracy") & (val["model"] == "greedy") & (val["step"] == val["step"].max())]
+    np.testing.assert_allclose(lines_y(fig.axes[0])[-1], last.groupby("layer_idx")["value"].mean().to_numpy())
+
+    fig = gc.plot_timeline(df, "margin", "layer_1")
+    tl = df[(df["metric"] == "margin") & (df["layer"] == "layer_1")]
+    assert sorted(map(tuple, lines_y(fig.axes[0]))) == sorted(tuple(g["value"]) for _, g in tl.groupby(["label", "split"]))
+
+    fig = gc.plot_research_questions(gc.research_table(df, tests))
+    probes = {rd.name: json.loads((rd / "test_results.json").read_text()) for rd in runs}
+    want = sorted(tuple(r["layer_probe_accuracy"][f"layer_{i}"] for i in range(3)) for r in probes.values())
+    np.testing.assert_allclose(sorted(map(tuple, lines_y(fig.axes[0]))), want)
+    heights = sorted(p.get_height() for p in fig.axes[3].patches)
+    assert heights == pytest.approx(sorted(r["test_accuracy"] for r in probes.values()))
+
+
+def test_make_figures_writes_png_and_csv(runs, tmp_path):
+    made = gc.make_figures(runs[:1], tmp_path, kinds=("confusion", "heatmap", "timeline", "research_questions"),
+                           heatmap_metrics=["accuracy"], phase="val", timeline=("alignment", "layer_2"))
+    assert sorted(p.name for p in made) == ["confusion_matrix.png", "confusion_matrix_normalized.png", "heatmap_accuracy_val.png",
+                                            "research_questions.png", "timeline_alignment_layer_2.png"]
+    assert all(p.stat().st_size > 5000 and p.with_suffix(".csv").exists() for p in made)
+    table = pd.read_csv(tmp_path / "timeline_alignment_layer_2.csv")
+    assert set(table["metric"]) == {"alignment"} and set(table["layer"]) == {"layer_2"} and set(table["split"]) == {"train", "val"}
+
+
+# ---------------------------------------------------------------- commands
+
+@pytest.mark.parametrize("text,field", [
+    ("N: -1\n", "N"), ("tua: 0.1\n", "tua"), ("ace_variant: kl\n", "ace_variant"),
+    ("layers: 4\nlambda_ace: [0.1, 0.2]\n", "lambda_ace"), ("dataset: imagenet\n", "dataset"),
+    ("device: gpu\n", "device"), ("similarity: dot\n", "similarity"),
+])
+def test_bad_config_is_one_line_exit_2_nothing_written(tmp_path, monkeypatch, capsys, text, field):
+    (tmp_path / "c.yaml").write_text(text)
+    monkeypatch.chdir(tmp_path)
+    assert gc.train_cli(["--config", "c.yaml", "--out_dir", "out"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and f": {field}" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_user_errors_exit_2(runs, tmp_path, capsys):
+    assert gc.eval_cli(["--run_dir", str(tmp_path)]) == 2
+    assert gc.plot_metrics_cli(["--run_dirs", *map(str, runs), "--out_dir", str(tmp_path), "--heatmap", "bogus"]) == 2
+    assert gc.plot_metrics_cli(["--run_dirs", str(runs[0]), "--timeline", "margin", "--layer", "9"]) == 2
+    assert gc.run_simulation_cli(["--config", str(tmp_path / "missing.yaml")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 4 and all(l.startswith("error:") for l in err) and "bogus" in err[1]
+    assert not list(tmp_path.iterdir())

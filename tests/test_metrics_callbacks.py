@@ -1,0 +1,94 @@
+"""Metric callbacks inside real (tiny) training runs, checked against independent computations."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ablation_harness.config import ConfigError, RunConfig
+from ablation_harness.core import read_jsonl
+from ablation_harness.metrics.callbacks import (ClassificationCallback, GradDynamicsCallback, RepresentationCallback,
+                                                SpectralCallback)
+from ablation_harness.train import Callback, build_callbacks, run
+
+
+class RecordWeights(Callback):
+    """Flattened weights at each after_backward (the point the gradients are computed at)."""
+    def __init__(self):
+        self.w = {}
+
+    def on_after_backward(self, trainer):
+        self.w[trainer.step + 1] = torch.cat([p.detach().reshape(-1).clone() for p in trainer.model.parameters()]).double()
+
+
+def tiny_run(tmp_path, callbacks, epochs=2, extra=()):
+    cfg = RunConfig(name="t", out_dir=str(tmp_path), device="cpu", seed=0,
+                    data={"name": "digits", "n_train": 256, "n_val": 128},
+                    model={"name": "mlp", "width": 16, "depth": 2}, optim={"lr": 1e-2},
+                    train={"epochs": epochs, "batch_size": 64, "progress": False, "analysis_batch_size": 100},
+                    callbacks=callbacks)
+    res = run(cfg, extra_callbacks=extra)
+    return res, [r for r in read_jsonl(res.run_dir.path / "metrics.jsonl")]
+
+
+def test_registry_builds_callbacks_by_name_and_rejects_bad_kwargs():
+    cbs = build_callbacks([{"name": "spectral", "every_epochs": 2}, {"name": "grad_dynamics", "every": 5},
+                           {"name": "representation", "log_spaced": True}, {"name": "classification"}])
+    assert [type(c) for c in cbs] == [SpectralCallback, GradDynamicsCallback, RepresentationCallback, ClassificationCallback]
+    assert cbs[1].schedule.every == 5 and cbs[2].schedule.log_spaced and cbs[0].schedule.per_epoch
+    assert GradDynamicsCallback().schedule.every == 50
+    with pytest.raises(ConfigError):
+        build_callbacks([{"name": "grad_dynamics", "evry": 5}])
+
+
+def test_grad_dynamics_update_norm_matches_recorded_weights(tmp_path):
+    rec = RecordWeights()
+    _, rows = tiny_run(tmp_path, [{"name": "grad_dynamics", "every": 3}], epochs=2, extra=[rec])
+    logged = {r["step"]: r["value"] for r in rows if r["metric"] == "grad/update_norm" and r["layer"] is None}
+    assert sorted(logged) == [3, 6]   # 8 steps, every 3; step 3 compares with a snapshot of step 2
+    for s, v in logged.items():
+        assert v == pytest.approx(torch.linalg.norm(rec.w[s] - rec.w[s - 1]).item(), rel=1e-5)
+    layers = {r["layer"] for r in rows if r["metric"] == "grad/zero_count"}
+    assert layers == {None, "body.fc1", "body.fc2", "head"}
+    signs = json.loads((tmp_path / "default" / "t" / "grad_signs.json").read_text())
+    assert signs["steps"] == [3, 6] and np.array(signs["fractions"]).shape == (2, 3, 32, 3)
+
+
+def test_spectral_files_match_numpy_svd(tmp_path):
+    res, rows = tiny_run(tmp_path, [{"name": "spectral", "topk": 2}])
+    d = res.run_dir.path
+    assert (d / "spectral_epoch001.json").exists() and (d / "spectral_epoch002.json").exists()
+    final = json.loads((d / "spectral_final.json").read_text())
+    W = res.trainer.model.head.weight.detach().double().numpy()
+    np.testing.assert_allclose(final["layers"]["head"]["singular_values"], np.linalg.svd(W, compute_uv=False), rtol=1e-6)
+    top = json.loads((d / "spectral_epoch002.json").read_text())["layers"]["head"]["singular_values"]
+    np.testing.assert_allclose(top, np.linalg.svd(W, compute_uv=False)[:2], rtol=1e-6)
+    assert any(r["metric"] == "spectral/stable_rank" and r["layer"] == "body.fc1" for r in rows)
+
+
+def test_classification_accuracy_agrees_with_trainer_validation(tmp_path):
+    res, rows = tiny_run(tmp_path, [{"name": "classification"}])
+    for epoch in (0, 1):
+        acc = [r["value"] for r in rows if r["epoch"] == epoch and r["split"] == "val" and r["metric"] == "acc"]
+        ours = [r["value"] for r in rows if r["epoch"] == epoch and r["metric"] == "accuracy"]
+        assert ours == pytest.approx(acc)
+    final = json.loads((res.run_dir.path / "classification_final.json").read_text())
+    assert np.array(final["confusion"]).sum() == 128
+
+
+def test_representation_rows_match_numpy_on_the_analysis_batch(tmp_path):
+    res, rows = tiny_run(tmp_path, [{"name": "representation", "probes": True, "information": True}], epochs=1)
+    steps = sorted({r["step"] for r in rows if r["metric"] == "cka"})
+    assert steps == [0, 4]                                     # before training and after the epoch
+    model = res.trainer.model.eval()
+    x = res.trainer.analysis_batch[0]
+    with torch.no_grad():
+        out = model(x).double().numpy()
+    c = np.abs(np.corrcoef(out.T))
+    ref = c[~np.eye(len(c), dtype=bool)].mean()
+    got = [r["value"] for r in rows if r["metric"] == "corr_mean" and r["layer"] == "head|head" and r["step"] == 4]
+    assert got == [pytest.approx(ref, abs=1e-6)]
+    metrics = {r["metric"] for r in rows}
+    assert {"cka", "svd/top1_ratio", "svd/participation_ratio", "probe/accuracy", "ridge_r2", "mi_pc1",
+            "gaussian_entropy"} <= metrics
+    assert all(r["split"] == "val" for r in rows if r["metric"] == "cka")
