@@ -203,7 +203,7 @@ class BatchScalingLogger(Callback):
                  converge_window: int = 100, converge_std: float = 0.01):
         self.experiment_num, self.log_every, self.val_points = experiment_num, log_every, val_points
         self.converge_window, self.converge_std = converge_window, converge_std
-        self.losses, self.lrs, self.val_curve, self._lr = [], [], [], None
+        self.losses, self.val_curve, self._lr = [], [], None
 
     def _log(self, trainer, values: dict) -> None:
         """Send {key: value} rows with split None (keys verbatim)."""
@@ -227,7 +227,6 @@ class BatchScalingLogger(Callback):
 
     def on_after_step(self, trainer):
         self.losses.append(trainer.loss.item())
-        self.lrs.append(self._lr)
         s = trainer.step
         if s % self.log_every == 0 or s == trainer.total_steps:
             window = self.losses[-((s - 1) % self.log_every + 1):]
@@ -473,7 +472,7 @@ def is_diverged(status: str, initial: float, final: float, explode_ratio: float 
 
 def batch_scaling_trial(trial: Trial) -> dict:
     """Train one (batch, lr, seed) config and return its results record."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     cfg = RunConfig.model_validate(trial.config)
     try:
         res = run(cfg, task_for(cfg), root=trial.root, exist_ok=True)
@@ -486,10 +485,11 @@ def batch_scaling_trial(trial: Trial) -> dict:
     return {**base_record(trial), "batch_size": cfg.train.batch_size, "lr": cfg.optim.lr, **r,
             "diverged": diverged, "steps": steps, "examples_seen": steps * cfg.train.batch_size,
             "floor": markov_floor(cfg.data), "wall_time_s": round(time.perf_counter() - t0, 3),
+            "cpu_time_s": round(time.process_time() - c0, 3),
             "state": DIVERGED if diverged else COMPLETE}
 
 RESULT_COLUMNS = ["experiment_num", "batch_size", "lr", "seed", "final_val_loss", "min_val_loss", "initial_val_loss",
-                  "final_train_loss", "train_loss_std", "converged", "diverged", "steps", "examples_seen", "wall_time_s", "floor",
+                  "final_train_loss", "train_loss_std", "converged", "diverged", "steps", "examples_seen", "wall_time_s", "cpu_time_s", "floor",
                   "state", "run_id", "run_dir"]
 
 def results_table(records: list[dict]) -> pd.DataFrame:

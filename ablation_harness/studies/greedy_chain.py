@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 from scipy.linalg import LinAlgWarning
 from pydantic import Field, ValidationError, field_validator
 from torch import nn
@@ -60,7 +61,7 @@ __all__ = ['CHAIN_DATASETS', 'PROFILE_SIZES', 'ACE_VARIANTS', 'PROBE_ALPHA', 'CH
 CHAIN_DATASETS = ("mnist", "digits", "mnist_full", "fashion_mnist", "cifar10", "cifar100")
 PROFILE_SIZES = {
     "smoke": {"N": 32, "epochs": 2, "n_train": 1024, "n_val": 256, "n_test": 300, "analysis_samples": 128},
-    "report": {"N": 256, "epochs": 4, "n_train": 4000, "n_val": 1000, "n_test": None, "analysis_samples": 256},
+    "report": {"N": 256, "epochs": 3, "n_train": 4000, "n_val": 1000, "n_test": None, "analysis_samples": 256},
     "full": {"N": 1024, "epochs": 60, "n_train": None, "n_val": 5000, "n_test": None, "analysis_samples": 1024},
 }
 ACE_VARIANTS = ("ce", "reverse_ce", "js", "sym_kl")
@@ -587,7 +588,7 @@ def _by_layer(ax, sub: pd.DataFrame, metric: str) -> None:
     """Mean over seeds (line) and each seed (dots) of a metric by layer, one colour per model."""
     for model, g in sub.groupby("model"):
         c, stats = MODEL_COLORS.get(model), g.groupby("layer_idx")["value"].agg(["mean", "std"])
-        ax.plot(stats.index, stats["mean"], "-o", color=c, lw=1.8, ms=4, label=f"{MODEL_LABELS.get(model, model)} (n={g['seed'].nunique()})")
+        ax.plot(stats.index, stats["mean"], "-o", color=c, lw=1.8, ms=4, label=f"{MODEL_LABELS.get(model, model)} ({g['seed'].nunique()} seeds)")
         ax.fill_between(stats.index, stats["mean"] - stats["std"].fillna(0), stats["mean"] + stats["std"].fillna(0), color=c, alpha=0.15)
         ax.scatter(g["layer_idx"], g["value"], color=c, s=10, alpha=0.5)
     ax.set(xlabel="layer", ylabel=_label(metric))
@@ -602,7 +603,7 @@ def _test_accuracy(ax, sub: pd.DataFrame) -> None:
         ax.bar(k, v.mean(), color=MODEL_COLORS[m], alpha=0.5, width=0.6)
         ax.scatter(np.full(len(v), k), v, color=MODEL_COLORS[m], s=18, zorder=3)
         sd = f" ± {v.std(ddof=1):.3f}" if len(v) > 1 else ""
-        ax.text(k, v.mean(), f"{v.mean():.3f}{sd}", ha="center", va="bottom", fontsize=8)
+        ax.annotate(f"{v.mean():.3f}{sd}", (k, v.max()), xytext=(0, 6), textcoords="offset points", ha="center", fontsize=8)
     lo = sub["value"].min()
     ax.set(xticks=range(len(models)), xticklabels=[MODEL_LABELS[m] for m in models], ylabel="test accuracy",
            ylim=(max(0.0, lo - 0.1 * (1 - lo) - 0.02), 1.0), title="Final prediction on the test split")
@@ -624,6 +625,7 @@ def plot_basic_curves(df: pd.DataFrame):
             xs = g[x] + (1 if x == "epoch" else 0)
             ax.plot(xs, g["value"], "-" if x == "step" else "-o", ms=3, lw=1.2, label=label, color=colors[label])
         ax.set(xlabel="optimizer step" if x == "step" else "epoch", ylabel=_label(metric), title=title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=7, frameon=False)
     fig.tight_layout()
@@ -982,9 +984,9 @@ def _plot_parser() -> argparse.ArgumentParser:
     p.add_argument("--run_dirs", nargs="+", required=True, help="run directories (or folders holding them)")
     p.add_argument("--out_dir", help="where figures go (default: <first run dir>/figures)")
     p.add_argument("--phase", default="both", choices=["train", "val", "both"], help="split(s) for per-phase figures")
-    p.add_argument("--comprehensive", action="store_true", help="every figure kind below")
+    p.add_argument("--comprehensive", action="store_true", help="every figure kind below (heatmaps of every metric; timeline of accuracy at the last layer)")
     p.add_argument("--basic_curves", action="store_true", help="training objective, validation loss and accuracy")
-    p.add_argument("--confusion", action="store_true", help="confusion matrices (counts, row-normalised) of evaluated runs")
+    p.add_argument("--confusion", action="store_true", help="confusion matrices (counts, row-normalised) of evaluated runs, into each run's figures/")
     p.add_argument("--heatmap", metavar="METRIC", help="per-layer heatmap of METRIC over steps")
     p.add_argument("--train_val", action="store_true", help="train vs validation curves per layer")
     p.add_argument("--overview", action="store_true", help="all per-layer metrics over training")
