@@ -10,7 +10,7 @@ import sys
 
 import pandas as pd
 
-from .cli import exit_with, guarded
+from .core import exit_with, guarded
 from .config import RunConfig, SweepPreset, load_config, read_yaml
 from .sweep import EXECUTORS, load_records, make_trials, run_sweep, trial_table
 

@@ -11,35 +11,17 @@ import sys
 import pandas as pd
 
 from .config import ConfigError, RunConfig, load_config
-from .data import DataUnavailable
+from .core import exit_with, guarded
 from .plots import plot_curves, plot_scree, save_figure
 from .runs import load_spectral, load_table, spectral_files
-from .train import CheckpointError, run
+from .train import run
 
 # %% auto 0
-__all__ = ['USER_ERRORS', 'train_main', 'report_main', 'plot_loss_main', 'plot_scree_main', 'guarded', 'exit_with', 'train_cli',
-           'report_cli', 'plot_loss_cli', 'plot_scree_cli']
+__all__ = ['train_main', 'report_main', 'plot_loss_main', 'plot_scree_main', 'train_cli', 'report_cli', 'plot_loss_cli',
+           'plot_scree_cli']
 
 # %% ../nbs/21_cli.ipynb
-USER_ERRORS = (ConfigError, DataUnavailable, CheckpointError, FileNotFoundError)
-
-def guarded(main):
-    """Run a CLI body: user errors -> one line on stderr and exit 2; Ctrl-C -> exit 130."""
-    def wrapper(argv=None):
-        try:
-            return main(argv) or 0
-        except USER_ERRORS as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
-    wrapper.__doc__ = main.__doc__
-    return wrapper
-
-def exit_with(main):
-    """Console-script entry: call `main` and exit with its code."""
-    return lambda: sys.exit(main())
+#| export
 
 # %% ../nbs/21_cli.ipynb
 @guarded

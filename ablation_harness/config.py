@@ -15,6 +15,8 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .core import UserError
+
 # %% auto 0
 __all__ = ['DATASETS', 'MODELS', 'SCHEMAS', 'NON_SEMANTIC', 'ConfigError', 'Strict', 'DataConfig', 'ModelConfig', 'OptimConfig',
            'SchedulerConfig', 'TrainConfig', 'CheckpointConfig', 'CallbackSpec', 'SinkConfig', 'RunConfig', 'Variant',
@@ -22,7 +24,7 @@ __all__ = ['DATASETS', 'MODELS', 'SCHEMAS', 'NON_SEMANTIC', 'ConfigError', 'Stri
            'set_dotted', 'apply_overrides', 'config_hash', 'trial_configs']
 
 # %% ../nbs/01_config.ipynb
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration problem; the message names the file and the field."""
 
 class Strict(BaseModel):

@@ -13,6 +13,7 @@ import random
 import re
 import socket
 import subprocess
+import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -21,8 +22,9 @@ import numpy as np
 import torch
 
 # %% auto 0
-__all__ = ['LIBS', 'seed_everything', 'get_device', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json',
-           'append_jsonl', 'read_jsonl', 'git_sha', 'now_iso', 'env_info', 'safe_name', 'RunDir']
+__all__ = ['LIBS', 'seed_everything', 'get_device', 'UserError', 'guarded', 'exit_with', 'atomic_write_bytes',
+           'atomic_write_text', 'atomic_write_json', 'append_jsonl', 'read_jsonl', 'git_sha', 'now_iso', 'env_info',
+           'safe_name', 'RunDir']
 
 # %% ../nbs/00_core.ipynb
 def seed_everything(seed: int) -> torch.Generator:
@@ -39,6 +41,28 @@ def get_device(spec: str = "auto") -> torch.device:
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(spec)
+
+# %% ../nbs/00_core.ipynb
+class UserError(ValueError):
+    """Bad input a user can fix; commands print it as one line and exit 2."""
+
+def guarded(main):
+    """Wrap a command body: user errors -> one line on stderr and 2; Ctrl-C -> 130."""
+    def wrapper(argv=None):
+        try:
+            return main(argv) or 0
+        except (UserError, FileNotFoundError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+    wrapper.__doc__ = main.__doc__
+    return wrapper
+
+def exit_with(main):
+    """A console-script entry point that exits with the command's return code."""
+    return lambda: sys.exit(main())
 
 # %% ../nbs/00_core.ipynb
 def atomic_write_bytes(path, data: bytes) -> Path:

@@ -18,6 +18,8 @@ import torch
 from torch import Tensor
 from torchvision.transforms import v2
 
+from .core import UserError
+
 # %% auto 0
 __all__ = ['SPLITS', 'SOURCES', 'MNIST_SUBSET', 'DEFAULT_ROOT', 'TORCHVISION_SOURCES', 'AUGMENTS', 'ArrayDataset',
            'iterate_batches', 'DataBundle', 'stratified_split', 'stratified_subset', 'register_source',
@@ -169,7 +171,7 @@ def mnist1d(cfg) -> DataBundle:
 DEFAULT_ROOT = "~/.cache/ablation_harness/data"
 TORCHVISION_SOURCES = {"mnist_full": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
 
-class DataUnavailable(ValueError):
+class DataUnavailable(UserError):
     """A data set that is not on disk and may not (or could not) be downloaded."""
 
 def torchvision_folder(cls, root) -> Path:

@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .config import ConfigError, RunConfig, config_hash
-from .core import RunDir, atomic_write_bytes, atomic_write_text, env_info, get_device, now_iso, seed_everything
+from .core import RunDir, UserError, atomic_write_bytes, atomic_write_text, env_info, get_device, now_iso, seed_everything
 from .data import iterate_batches, load_data
 from .models import build_model, count_params
 from .sinks import MultiSink, make_sinks
@@ -150,7 +150,7 @@ def evaluate(model, ds, task: Task, batch_size: int = 1024) -> dict[str, float]:
     return {k: float(v / max(n, 1)) for k, v in totals.items()}
 
 # %% ../nbs/04_train.ipynb
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be loaded safely."""
 
 def save_checkpoint(path, model, optimizer=None, **extra) -> Path:

@@ -25,7 +25,7 @@ from scipy.special import xlogy
 from torch import nn
 
 from ..config import RunConfig, config_hash, set_dotted
-from ..core import atomic_write_json, read_jsonl, safe_name
+from ..core import atomic_write_json, exit_with, guarded, read_jsonl, safe_name
 from ..data import ArrayDataset, DataBundle, register_source, source_options
 from ..models import register_model
 from ..plots import register_plot, require_columns, save_figure
@@ -34,17 +34,17 @@ from ..sweep import COMPLETE, DIVERGED, Trial, base_record, failed_record, make_
 from ..train import CLASSIFICATION, Callback, Task, evaluate, register_callback, run
 
 # %% auto 0
-__all__ = ['MARKOV_DEFAULTS', 'SEQUENCE', 'K_RATIOS', 'BATCH_KEY', 'LR_KEY', 'EXPLODE_RATIO', 'RESULT_COLUMNS', 'random_chain',
-           'stationary_distribution', 'entropy_rate', 'sample_chain', 'oracle_loss', 'chain_seed', 'markov_floor',
-           'markov', 'CausalSelfAttention', 'Block', 'TinyTransformer', 'sequence_loss', 'sequence_metrics', 'task_for',
-           'config_prefix', 'BatchScalingLogger', 'symmetric_stable', 'GradientNoise', 'hill_alpha',
-           'minibatch_gradients', 'noise_scale', 'noise_tails', 'NoiseProbe', 'summarize_noise', 'natural_noise_rms',
-           'noise_callbacks', 'plot_noise_tails', 'budget_steps', 'with_logger', 'make_batch_trials', 'is_diverged',
-           'batch_scaling_trial', 'results_table', 'namespaced_rows', 'sweep_rows', 'log_sweep', 'FitRefused',
-           'cell_table', 'fit_tolerance', 'check_fit', 'quadratic_vertex', 'row_optimum', 'loss_matrix', 'best_lr',
-           'edge_warnings', 'fit_power_law', 'fit_band', 'detect_bend', 'bootstrap_beta', 'interpret', 'analyze',
-           'plot_optimal_lr', 'plot_loss_heatmap', 'plot_val_curves', 'val_curves_table', 'per_seed_best',
-           'analysis_figures', 'analysis_summary', 'analysis_cli', 'analysis_main']
+__all__ = ['MARKOV_DEFAULTS', 'SEQUENCE', 'K_RATIOS', 'BATCH_KEY', 'LR_KEY', 'EXPLODE_RATIO', 'RESULT_COLUMNS', 'analysis_main',
+           'random_chain', 'stationary_distribution', 'entropy_rate', 'sample_chain', 'oracle_loss', 'chain_seed',
+           'markov_floor', 'markov', 'CausalSelfAttention', 'Block', 'TinyTransformer', 'sequence_loss',
+           'sequence_metrics', 'task_for', 'config_prefix', 'BatchScalingLogger', 'symmetric_stable', 'GradientNoise',
+           'hill_alpha', 'minibatch_gradients', 'noise_scale', 'noise_tails', 'NoiseProbe', 'summarize_noise',
+           'natural_noise_rms', 'noise_callbacks', 'plot_noise_tails', 'budget_steps', 'with_logger',
+           'make_batch_trials', 'is_diverged', 'batch_scaling_trial', 'results_table', 'namespaced_rows', 'sweep_rows',
+           'log_sweep', 'FitRefused', 'cell_table', 'fit_tolerance', 'check_fit', 'quadratic_vertex', 'row_optimum',
+           'loss_matrix', 'best_lr', 'edge_warnings', 'fit_power_law', 'fit_band', 'detect_bend', 'bootstrap_beta',
+           'interpret', 'analyze', 'plot_optimal_lr', 'plot_loss_heatmap', 'plot_val_curves', 'val_curves_table',
+           'per_seed_best', 'analysis_figures', 'analysis_summary', 'analysis_cli']
 
 # %% ../../nbs/14_studies.batch_scaling.ipynb
 def random_chain(vocab: int, concentration: float, seed: int) -> np.ndarray:
@@ -865,6 +865,7 @@ def analysis_summary(a: dict) -> dict:
                    interval=list(a["interval"]), interval_kind=a["interval_kind"], n_boot=int(len(a["boot"])))
     return out
 
+@guarded
 def analysis_cli(argv=None) -> int:
     """Run the scaling analysis on a results.csv; return the exit code."""
     p = argparse.ArgumentParser(prog="scaling-analysis", description="Fit lr* = c B^beta from a batch x LR sweep's results.csv")
@@ -898,6 +899,4 @@ def analysis_cli(argv=None) -> int:
     print(f"wrote {out / 'analysis.json'} and {len(paths)} figure(s)")
     return 0
 
-def analysis_main():
-    """Console entry point of `scaling-analysis`."""
-    sys.exit(analysis_cli())
+analysis_main = exit_with(analysis_cli)

@@ -30,8 +30,8 @@ from scipy import stats
 
 from ..config import ConfigError, RunConfig, SweepPreset, load_config, set_dotted, validate
 from ..connect4 import COLS, DEFAULT_TEMPERATURE, cached_games, random_boards, split_games, to_padded
-from ..core import atomic_write_json, atomic_write_text, safe_name
-from ..data import DEFAULT_ROOT, ArrayDataset, DataBundle, DataUnavailable, load_data, register_source, source_options
+from ..core import atomic_write_json, atomic_write_text, exit_with, guarded, safe_name
+from ..data import DEFAULT_ROOT, ArrayDataset, DataBundle, load_data, register_source, source_options
 from ..metrics.representation import svd_stats
 from ..metrics.trajectory import flatten_params, step_stats
 from ..models import build_model
@@ -41,17 +41,16 @@ from ..train import Callback, CheckpointError, Task, evaluate, load_checkpoint, 
 
 # %% auto 0
 __all__ = ['CONNECT4_OPTIONS', 'POLICY', 'VALUE', 'MASK', 'CONNECT4_TASK', 'FACTOR_LABELS', 'PRESET_FILE', 'HISTORY',
-           'RUN_PATTERN', 'COMPONENTS', 'BOARD_SOURCES', 'NINE', 'USER_ERRORS', 'factorial_main', 'metrics_main',
-           'train_all_main', 'game_cache_dir', 'pack_games', 'connect4_games', 'connect4_source', 'masked_mean',
-           'position_losses', 'masked_loss', 'masked_metrics', 'n_positions', 'Design', 'load_preset', 'customize',
-           'write_preset', 'macs_per_position', 'factorial_trials', 'history_name', 'history_columns',
-           'FactorialHistory', 'FinalCheckpoint', 'train_trial', 'checkpoint_dir_of', 'train_all', 'list_checkpoints',
-           'read_run_config', 'first_step_hidden', 'hidden_spectrum', 'weight_row', 'board_set',
-           'run_checkpoint_metrics', 'find_model_runs', 'measure_all', 'expected_files', 'check_inputs',
-           'read_histories', 'read_metric_files', 'run_summary', 'cell_table', 'two_way', 'decompose',
-           'annotation_decimals', 'std_decimals', 'plot_factorial_heatmaps', 'plot_loss_grid', 'plot_scree_grid',
-           'pooled_sd', 'recommend', 'FactorialResults', 'load_results', 'draw_all', 'design_for', 'redraw',
-           'factorial_cli', 'metrics_cli', 'train_all_cli']
+           'RUN_PATTERN', 'COMPONENTS', 'BOARD_SOURCES', 'NINE', 'factorial_main', 'metrics_main', 'train_all_main',
+           'game_cache_dir', 'pack_games', 'connect4_games', 'connect4_source', 'masked_mean', 'position_losses',
+           'masked_loss', 'masked_metrics', 'n_positions', 'Design', 'load_preset', 'customize', 'write_preset',
+           'macs_per_position', 'factorial_trials', 'history_name', 'history_columns', 'FactorialHistory',
+           'FinalCheckpoint', 'train_trial', 'checkpoint_dir_of', 'train_all', 'list_checkpoints', 'read_run_config',
+           'first_step_hidden', 'hidden_spectrum', 'weight_row', 'board_set', 'run_checkpoint_metrics',
+           'find_model_runs', 'measure_all', 'expected_files', 'check_inputs', 'read_histories', 'read_metric_files',
+           'run_summary', 'cell_table', 'two_way', 'decompose', 'annotation_decimals', 'std_decimals',
+           'plot_factorial_heatmaps', 'plot_loss_grid', 'plot_scree_grid', 'pooled_sd', 'recommend', 'FactorialResults',
+           'load_results', 'draw_all', 'design_for', 'redraw', 'factorial_cli', 'metrics_cli', 'train_all_cli']
 
 # %% ../../nbs/13_studies.factorial.ipynb
 CONNECT4_OPTIONS = {"n_games": 200, "game_seed": 0, "depth": "default", "temperature": DEFAULT_TEMPERATURE, "mirror": True}
@@ -716,25 +715,10 @@ def redraw(metrics_dir, checkpoint_dir, output_dir, design: Design | None = None
     return draw_all(load_results(metrics_dir, checkpoint_dir, design or design_for(None, checkpoint_dir)), output_dir)
 
 # %% ../../nbs/13_studies.factorial.ipynb
-USER_ERRORS = (ConfigError, CheckpointError, DataUnavailable, FileNotFoundError)
-
-def _guarded(main):
-    """Run a command body: user errors -> message on stderr, exit code 2."""
-    def wrapper(argv=None):
-        try:
-            return main(argv) or 0
-        except USER_ERRORS as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-    wrapper.__doc__ = main.__doc__
-    return wrapper
-
-def _console(main):
-    """A console-script entry point that exits with the command's code."""
-    return lambda: sys.exit(main())
+#| export
 
 # %% ../../nbs/13_studies.factorial.ipynb
-@_guarded
+@guarded
 def factorial_cli(argv=None):
     """factorial: redraw the figures and tables from existing metrics and histories."""
     p = argparse.ArgumentParser(prog="factorial", description="Redraw the factorial heatmaps, loss and scree grids, summary.csv "
@@ -748,7 +732,7 @@ def factorial_cli(argv=None):
     for path in redraw(a.metrics_dir, a.checkpoint_dir, a.output_dir, design_for(a.preset, a.checkpoint_dir)).values():
         print(path)
 
-@_guarded
+@guarded
 def metrics_cli(argv=None):
     """factorial-metrics: checkpoint metrics of every run."""
     p = argparse.ArgumentParser(prog="factorial-metrics", description="Weight-trajectory and hidden-state SVD metrics per "
@@ -764,7 +748,7 @@ def metrics_cli(argv=None):
     for path in measure_all(a.checkpoint_dir, a.metrics_dir, a.board_source, a.board_count, a.component, a.board_seed, a.device):
         print(path)
 
-@_guarded
+@guarded
 def train_all_cli(argv=None):
     """factorial-train-all: train every cell and seed of the factorial preset."""
     p = argparse.ArgumentParser(prog="factorial-train-all", description="Train every cell and seed of a factorial sweep preset "
@@ -791,4 +775,4 @@ def train_all_cli(argv=None):
     expected = len(preset.seeds) * np.prod([len(v) for v in preset.grid.values()])
     return 0 if not table.empty and int(table["n_seeds"].sum()) == expected else 1
 
-factorial_main, metrics_main, train_all_main = _console(factorial_cli), _console(metrics_cli), _console(train_all_cli)
+factorial_main, metrics_main, train_all_main = exit_with(factorial_cli), exit_with(metrics_cli), exit_with(train_all_cli)

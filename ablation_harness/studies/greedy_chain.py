@@ -30,8 +30,9 @@ from pydantic import Field, ValidationError, field_validator
 from torch import nn
 
 from ..config import ConfigError, RunConfig, Strict, format_error, read_yaml
-from ..core import append_jsonl, atomic_write_json, atomic_write_text, get_device, now_iso
-from ..data import DataUnavailable, iterate_batches, load_data
+from ..core import (UserError, append_jsonl, atomic_write_json, atomic_write_text, exit_with, get_device,
+                                   guarded, now_iso)
+from ..data import iterate_batches, load_data
 from ..metrics.activations import capture, capture_stream
 from ..metrics.classification import accuracy, confusion, macro_f1, report
 from ..metrics.representation import (GaussianEntropyEMA, anchor_metrics, class_means, holdout_split,
@@ -40,22 +41,22 @@ from ..metrics.representation import (GaussianEntropyEMA, anchor_metrics, class_
 from ..models import MLP, build_model, register_model
 from ..plots import register_plot, require_columns, save_figure
 from ..runs import find_runs, load_metrics
-from ..train import (Callback, Checkpoint, CheckpointError, Schedule, Task, load_checkpoint,
+from ..train import (Callback, Checkpoint, Schedule, Task, load_checkpoint,
                                     register_callback, run, save_checkpoint)
 
 # %% auto 0
 __all__ = ['CHAIN_DATASETS', 'PROFILE_SIZES', 'ACE_VARIANTS', 'PROBE_ALPHA', 'CHAIN_METRICS', 'MODEL_LABELS', 'MODEL_COLORS',
-           'METRIC_LABELS', 'RQ_QUESTIONS', 'RQ_PANELS', 'FIGURE_KINDS', 'TRAIN_VAL_METRICS', 'USER_ERRORS',
-           'train_main', 'eval_main', 'plot_metrics_main', 'run_simulation_main', 'ChainConfig', 'resolve',
-           'parse_config', 'load_chain_config', 'to_run_config', 'make_anchors', 'anchor_similarity', 'anchor_logits',
-           'GreedyBlock', 'GMLP', 'chain_layers', 'final_logits', 'ace_term', 'local_losses', 'chain_task',
-           'layer_name', 'layer_metrics', 'ChainMetrics', 'ChainRunFiles', 'RunDirCheckpoint', 'run_name',
-           'torch_threads', 'train_chain', 'read_params', 'load_run_model', 'predict', 'layer_features', 'evaluate_run',
-           'run_info', 'layer_index', 'chain_metrics_frame', 'final_values', 'test_frame', 'confusion_frame',
-           'research_table', 'layer_trend', 'plot_basic_curves', 'plot_confusion', 'plot_heatmap', 'plot_train_val',
-           'plot_overview', 'plot_distributions', 'plot_architecture_comparison', 'plot_correlation',
-           'plot_layer_progression', 'plot_timeline', 'plot_research_questions', 'make_figures', 'UsageError',
-           'train_cli', 'eval_cli', 'plot_metrics_cli', 'list_files', 'run_simulation_cli']
+           'METRIC_LABELS', 'RQ_QUESTIONS', 'RQ_PANELS', 'FIGURE_KINDS', 'TRAIN_VAL_METRICS', 'train_main', 'eval_main',
+           'plot_metrics_main', 'run_simulation_main', 'ChainConfig', 'resolve', 'parse_config', 'load_chain_config',
+           'to_run_config', 'make_anchors', 'anchor_similarity', 'anchor_logits', 'GreedyBlock', 'GMLP', 'chain_layers',
+           'final_logits', 'ace_term', 'local_losses', 'chain_task', 'layer_name', 'layer_metrics', 'ChainMetrics',
+           'ChainRunFiles', 'RunDirCheckpoint', 'run_name', 'torch_threads', 'train_chain', 'read_params',
+           'load_run_model', 'predict', 'layer_features', 'evaluate_run', 'run_info', 'layer_index',
+           'chain_metrics_frame', 'final_values', 'test_frame', 'confusion_frame', 'research_table', 'layer_trend',
+           'plot_basic_curves', 'plot_confusion', 'plot_heatmap', 'plot_train_val', 'plot_overview',
+           'plot_distributions', 'plot_architecture_comparison', 'plot_correlation', 'plot_layer_progression',
+           'plot_timeline', 'plot_research_questions', 'make_figures', 'UsageError', 'train_cli', 'eval_cli',
+           'plot_metrics_cli', 'list_files', 'run_simulation_cli']
 
 # %% ../../nbs/12_studies.greedy_chain.ipynb
 CHAIN_DATASETS = ("mnist", "digits", "mnist_full", "fashion_mnist", "cifar10", "cifar100")
@@ -914,25 +915,8 @@ def make_figures(run_dirs, out_dir, kinds=FIGURE_KINDS, heatmap_metrics=None, ti
     return made
 
 # %% ../../nbs/12_studies.greedy_chain.ipynb
-class UsageError(ValueError):
+class UsageError(UserError):
     """A command-line request that cannot be served (unknown metric or layer, no runs)."""
-
-USER_ERRORS = (ConfigError, DataUnavailable, CheckpointError, FileNotFoundError, UsageError)
-
-def _guarded(main):
-    """Run a command body: user errors -> one line on stderr and exit code 2."""
-    def wrapper(argv=None):
-        try:
-            return main(argv) or 0
-        except USER_ERRORS as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-    wrapper.__doc__ = main.__doc__
-    return wrapper
-
-def _console(main):
-    """A console-script entry point that exits with the command's code."""
-    return lambda: sys.exit(main())
 
 def _config_args(p: argparse.ArgumentParser) -> None:
     """The options shared by greedy-train and greedy-run-simulation."""
@@ -948,7 +932,7 @@ def _train_from_args(a):
     res = train_chain(cfg)
     return res, cfg
 
-@_guarded
+@guarded
 def train_cli(argv=None):
     """greedy-train: train one MLP or GMLP run."""
     p = argparse.ArgumentParser(prog="greedy-train", description="Train an MLP or a greedy MLP (GMLP) from a greedy_chain "
@@ -958,7 +942,7 @@ def train_cli(argv=None):
     print(res.run_dir.path)
     return 0 if res.status == "complete" else 1
 
-@_guarded
+@guarded
 def eval_cli(argv=None):
     """greedy-eval: evaluate a run on its test split."""
     p = argparse.ArgumentParser(prog="greedy-eval", description="Evaluate a trained run on the test split: writes "
@@ -1015,7 +999,7 @@ def _requested(a, df: pd.DataFrame) -> tuple[list[str], dict]:
         opts["timeline"] = (a.timeline, layer)
     return kinds, opts
 
-@_guarded
+@guarded
 def plot_metrics_cli(argv=None):
     """greedy-plot-metrics: draw figures from run directories."""
     p = _plot_parser()
@@ -1046,7 +1030,7 @@ def list_files(root, since: float) -> list[Path]:
     """Files under root modified at or after `since` (epoch seconds), sorted."""
     return sorted(p for p in Path(root).rglob("*") if p.is_file() and p.stat().st_mtime >= since)
 
-@_guarded
+@guarded
 def run_simulation_cli(argv=None):
     """greedy-run-simulation: train, evaluate and draw every figure in one go."""
     p = argparse.ArgumentParser(prog="greedy-run-simulation", description="Train -> evaluate -> figures for one greedy_chain "
@@ -1074,7 +1058,7 @@ def run_simulation_cli(argv=None):
         _show(figs)
     return 0 if res.status == "complete" else 1
 
-train_main = _console(train_cli)
-eval_main = _console(eval_cli)
-plot_metrics_main = _console(plot_metrics_cli)
-run_simulation_main = _console(run_simulation_cli)
+train_main = exit_with(train_cli)
+eval_main = exit_with(eval_cli)
+plot_metrics_main = exit_with(plot_metrics_cli)
+run_simulation_main = exit_with(run_simulation_cli)
