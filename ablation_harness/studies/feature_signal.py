@@ -21,12 +21,12 @@ from torchvision.transforms import v2
 from ..core import atomic_write_json
 from ..data import augment_copies, make_augment
 from ..metrics.activations import capture
-from ..metrics.callbacks import ClassificationCallback
+import ablation_harness.metrics.callbacks  # registers the `classification` callback
 from ..metrics.classification import classification_metrics
 from ..metrics.representation import (cross_correlation_means, layer_cross_correlations,
                                                      sample_correlation)
 from ..plots import register_plot, require_columns
-from ..train import Callback, register_callback
+from ..train import CALLBACKS, Callback, register_callback
 
 # %% auto 0
 __all__ = ['CORR_MEANS', 'DIGIT_AUGMENTS', 'pair_key', 'short_name', 'read_corr_means', 'append_corr_means', 'corr_means_frame',
@@ -108,7 +108,7 @@ class ConsoleMetrics(Callback):
         h = trainer.history[-1]
         if "val/loss" not in h:
             return
-        cls = next((cb for cb in trainer.callbacks if isinstance(cb, ClassificationCallback)), None)
+        cls = next((cb for cb in trainer.callbacks if isinstance(cb, CALLBACKS["classification"])), None)
         m = classification_metrics(*cls.last) if cls is not None and cls.last is not None else {}
         f1 = f"  macro-F1 {m['macro_f1']:.4f}" if m else ""
         print(f"epoch {h['epoch']:3d}  train loss {h['train/loss']:.4f}  val loss {h['val/loss']:.4f}  "

@@ -18,9 +18,9 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from ..data import DEFAULT_ROOT, TORCHVISION_SOURCES, torchvision_folder
-from ..metrics.callbacks import GradDynamicsCallback  # also registers `grad_dynamics`
+import ablation_harness.metrics.callbacks  # registers the `grad_dynamics` callback
 from ..plots import register_plot, require_columns
-from ..train import Callback, Schedule, register_callback
+from ..train import CALLBACKS, Callback, Schedule, register_callback
 
 # %% auto 0
 __all__ = ['SIGN_LABELS', 'SIGN_COLORS', 'MODEL', 'resolve_dataset', 'sign_categories', 'sign_rgb', 'sign_legend',
@@ -103,8 +103,9 @@ class GradSignWindow(Callback):
         small = (v.abs() <= small_threshold) & (v != 0)
         return int(small.sum(dim=(0, 2)).argmax())
 
-def find_callback(trainer, cls=GradDynamicsCallback):
-    """The trainer's first callback of class `cls` (default: the `grad_dynamics` callback)."""
+def find_callback(trainer, kind="grad_dynamics"):
+    """The trainer's first callback of a class, or of the class registered under a name (default `grad_dynamics`)."""
+    cls = CALLBACKS[kind] if isinstance(kind, str) else kind
     found = next((cb for cb in trainer.callbacks if isinstance(cb, cls)), None)
     if found is None:
         raise LookupError(f"the trainer has no {cls.__name__} callback")
