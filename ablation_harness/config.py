@@ -232,7 +232,7 @@ def trial_configs(preset, source: str = "<preset>") -> list[tuple[dict, RunConfi
     """Expand a study or sweep preset into (swept values, validated run config) pairs."""
     if isinstance(preset, StudyPreset):
         base = preset.baseline
-        cells = [{"variant": "baseline", **{}}] + [{"variant": v.name, **v.overrides} for v in preset.variants]
+        cells = [{"variant": "baseline"}] + [{"variant": v.name, **v.overrides} for v in preset.variants]
     else:
         base = preset.base
         keys = list(preset.grid)

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import io
 import math
 import os
@@ -79,8 +78,7 @@ def register_callback(name: str):
 def build_callbacks(specs) -> list[Callback]:
     """Instantiate callbacks from config specs `{name, **kwargs}`."""
     for module in CALLBACK_MODULES:
-        if importlib.util.find_spec(module):
-            importlib.import_module(module)
+        importlib.import_module(module)
     out = []
     for i, spec in enumerate(specs):
         kwargs = dict(spec.model_extra or {}) if hasattr(spec, "model_extra") else {k: v for k, v in spec.items() if k != "name"}
