@@ -19,8 +19,8 @@ from .core import atomic_write_json
 
 # %% auto 0
 __all__ = ['Verdict', 't_interval', 'diff_interval', 'paired_interval', 'bootstrap_interval', 'power_law', 'effect_verdict',
-           'reference_verdict', 'Reference', 'Claim', 'claim', 'write_headline', 'read_headline', 'claims_table',
-           'decimals_for', 'format_estimate']
+           'reference_verdict', 'plateaued', 'Reference', 'Claim', 'claim', 'write_headline', 'read_headline',
+           'claims_table', 'decimals_for', 'format_estimate']
 
 # %% ../nbs/05s_stats.ipynb
 def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
@@ -94,6 +94,17 @@ def reference_verdict(ci, reference: float, converged: bool = True, max_width: f
     if not converged or not _finite(ci) or (max_width is not None and ci[1] - ci[0] > max_width):
         return "unresolved"
     return "resolved" if ci[0] <= reference <= ci[1] else "contradicts"
+
+# %% ../nbs/05s_stats.ipynb
+def plateaued(values, window: int = 3, rel_tol: float = 0.01, mode: Literal["min", "max"] = "min") -> bool:
+    """True when the last `window` values improve the earlier best by less than `rel_tol` (relative)."""
+    v = np.asarray(values, float)
+    if len(v) < window + 1 or not np.isfinite(v[-window:]).all():
+        return False
+    sign = 1.0 if mode == "min" else -1.0
+    before, last = sign * np.nanmin(sign * v[:-window]), sign * np.nanmin(sign * v[-window:])
+    gain = sign * (before - last)
+    return bool(gain < rel_tol * max(abs(before), 1e-12))
 
 # %% ../nbs/05s_stats.ipynb
 class Reference(BaseModel):
