@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 import yaml
 from pydantic import ValidationError, validate_call
-from pydantic.errors import PydanticSchemaGenerationError, PydanticUndefinedAnnotation
+from pydantic.errors import PydanticUndefinedAnnotation, PydanticUserError
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -81,7 +81,7 @@ def _checked_init(cls):
     """`cls.__init__` wrapped to validate its arguments against their annotations (as is, if it cannot be)."""
     try:
         return validate_call(cls.__init__, config={"arbitrary_types_allowed": True})
-    except (PydanticSchemaGenerationError, PydanticUndefinedAnnotation):
+    except (PydanticUserError, PydanticUndefinedAnnotation):   # e.g. no __init__ of its own
         return cls.__init__
 
 def build_callbacks(specs) -> list[Callback]:
