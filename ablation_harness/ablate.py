@@ -5,26 +5,27 @@
 # %% ../nbs/22_ablate.ipynb 2
 from __future__ import annotations
 
-import argparse
+import json
 import sys
 
-import pandas as pd
+from pydantic import ValidationError
 
-from .core import exit_with, guarded
-from .config import RunConfig, SweepPreset, load_config, read_yaml
-from .sweep import EXECUTORS, load_records, make_trials, run_sweep, trial_table
+from .core import CommandParser, exit_with, guarded
+from .config import (ConfigError, RunConfig, SweepPreset, check_params, format_error, load_config,
+                                     read_yaml)
+from .registry import EXECUTORS
 
 # %% auto 0
-__all__ = ['console', 'parser', 'load_preset', 'main']
+__all__ = ['console', 'parser', 'load_preset', 'check_trials', 'main']
 
 # %% ../nbs/22_ablate.ipynb
-def parser() -> argparse.ArgumentParser:
+def parser() -> CommandParser:
     """The `ablate` command line."""
-    p = argparse.ArgumentParser(prog="ablate", description="Run a study (schema study/v1) or sweep (sweep/v1) preset; resumable.")
+    p = CommandParser(prog="ablate", description="Run a study (schema study/v1) or sweep (sweep/v1) preset; resumable.")
     p.add_argument("--config", required=True, help="preset YAML (study/v1, sweep/v1, or a run/v1 config)")
     p.add_argument("--out_dir", required=True, help="sweep folder: results.jsonl, summary.csv, one run dir per trial")
     p.add_argument("--seed", type=int, help="run only this seed (replaces the preset's seeds)")
-    p.add_argument("--executor", default="serial", choices=sorted(EXECUTORS))
+    p.add_argument("--executor", default="serial", choices=EXECUTORS.names())
     p.add_argument("--workers", type=int, default=2, help="parallel trials (process pool / Ray)")
     p.add_argument("--address", help="Ray cluster address (default: start a local instance)")
     p.add_argument("--dry-run", action="store_true", help="print the trial table and exit")
@@ -39,15 +40,37 @@ def load_preset(path: str, seed: int | None):
         raw.pop("schema", None)
         preset = SweepPreset(study_name=preset.study, base=raw, seeds=[preset.seed])
     if seed is not None:
-        preset.seeds = [seed]
+        try:
+            preset.seeds = [seed]
+        except ValidationError as e:
+            raise ConfigError(format_error(e, "--seed")) from None
     return preset
+
+def check_trials(trials, source: str) -> None:
+    """Resolve the names and build the callbacks of every distinct trial setup; a ConfigError names the file."""
+    from ablation_harness.train import check_run
+    seen = set()
+    for t in trials:
+        cfg = RunConfig.model_validate(t.config)
+        key = json.dumps([cfg.data.name, cfg.model.name, cfg.task, [c.model_dump() for c in cfg.callbacks]], default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            check_run(cfg)
+        except ConfigError as e:
+            raise ConfigError(f"config error in {source}: {str(e).removeprefix('config error: ')}") from None
 
 @guarded
 def main(argv=None):
     """Validate the preset, then run (or list) its trials."""
     a = parser().parse_args(argv)
+    check_params(executor=a.executor, workers=a.workers)
     preset = load_preset(a.config, a.seed)
+    import pandas as pd                              # the heavy part starts here, after the input is known good
+    from ablation_harness.sweep import load_records, make_trials, run_sweep, trial_table
     trials = make_trials(preset, a.out_dir, a.config)
+    check_trials(trials, a.config)
     table = trial_table(trials, load_records(a.out_dir))
     if a.dry_run:
         with pd.option_context("display.width", 200, "display.max_rows", 500):

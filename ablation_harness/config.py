@@ -9,35 +9,50 @@ import copy
 import hashlib
 import itertools
 import json
+import math
+import typing
+from collections.abc import Hashable
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError, field_validator,
+                      model_validator)
 
-from .core import UserError
+from .core import UserError, safe_name
+from .registry import CALLBACKS, DATASETS, EXECUTORS, MODELS, SINKS, TASKS
 
 # %% auto 0
-__all__ = ['DATASETS', 'MODELS', 'SCHEMAS', 'NON_SEMANTIC', 'ConfigError', 'Strict', 'DataConfig', 'ModelConfig', 'OptimConfig',
-           'SchedulerConfig', 'TrainConfig', 'CheckpointConfig', 'CallbackSpec', 'SinkConfig', 'RunConfig', 'Variant',
-           'PresetBase', 'StudyPreset', 'SweepPreset', 'format_error', 'validate', 'read_yaml', 'load_config',
-           'set_dotted', 'apply_overrides', 'config_hash', 'trial_configs']
+__all__ = ['Name', 'DatasetName', 'ModelName', 'TaskName', 'CallbackName', 'SCHEMAS', 'OTHER_SCHEMAS', 'PROFILES', 'NON_SEMANTIC',
+           'ConfigError', 'Strict', 'DataConfig', 'ModelConfig', 'OptimConfig', 'SchedulerConfig', 'TrainConfig',
+           'CheckpointConfig', 'CallbackSpec', 'SinkConfig', 'switchable_sinks', 'RunConfig', 'Variant', 'PresetBase',
+           'StudyPreset', 'SweepPreset', 'format_error', 'nonfinite_path', 'validate', 'read_yaml', 'load_config',
+           'check_path', 'check_preset', 'check_params', 'set_dotted', 'apply_overrides', 'config_hash',
+           'trial_configs']
 
 # %% ../nbs/01_config.ipynb
 class ConfigError(UserError):
     """A configuration problem; the message names the file and the field."""
 
 class Strict(BaseModel):
-    """Base schema: unknown keys are errors, assignments are validated."""
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Base schema: unknown keys are errors, numbers are finite, assignments are validated."""
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+def _usable_name(v: str) -> str:
+    """A study or run name that makes a path component."""
+    safe_name(v)
+    return v
+
+Name = Annotated[str, AfterValidator(_usable_name)]
+DatasetName = Annotated[str, AfterValidator(DATASETS.check)]
+ModelName = Annotated[str, AfterValidator(MODELS.check)]
+TaskName = Annotated[str, AfterValidator(TASKS.check)]
+CallbackName = Annotated[str, AfterValidator(CALLBACKS.check)]
 
 # %% ../nbs/01_config.ipynb
-DATASETS = ("mnist", "digits", "mnist1d", "connect4", "mnist_full", "fashion_mnist", "cifar10", "cifar100", "markov")
-MODELS = ("tinycnn", "mlp", "cnn_gru", "small_cnn", "greedy", "tiny_transformer")
-
 class DataConfig(Strict):
     """Where the data comes from and how much of it."""
-    name: Literal[DATASETS] = "mnist"
+    name: DatasetName = "mnist"
     root: Optional[str] = None
     download: bool = False
     n_train: Optional[int] = Field(None, gt=0)
@@ -51,7 +66,7 @@ class DataConfig(Strict):
 
 class ModelConfig(Strict):
     """Which model and its sizes (each model reads the fields it needs)."""
-    name: Literal[MODELS] = "tinycnn"
+    name: ModelName = "tinycnn"
     width: int = Field(128, gt=0)
     depth: int = Field(4, gt=0)
     batchnorm: bool = False
@@ -91,38 +106,53 @@ class CheckpointConfig(Strict):
     every: Optional[int] = Field(None, gt=0)
     best: bool = True
     last: bool = True
-    monitor: str = "val/acc"
+    monitor: str = Field("val/acc", pattern=r"^val/.+")
     mode: Literal["max", "min"] = "max"
 
 class CallbackSpec(BaseModel):
     """A registered callback by name; other keys are its keyword arguments."""
-    model_config = ConfigDict(extra="allow")
-    name: str
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    name: CallbackName
 
 class SinkConfig(Strict):
-    """Optional sinks beside the always-on jsonl sink."""
+    """Optional sinks beside the always-on jsonl sink: one switch per registered sink."""
     tensorboard: bool = False
     wandb: bool = False
     wandb_project: str = "ablation_harness"
     wandb_mode: Literal["offline", "online", "disabled"] = "offline"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _known_sinks(cls, data):
+        """A key that is neither a switch nor an option is an unknown sink."""
+        unknown = [k for k in data if k not in cls.model_fields] if isinstance(data, dict) else []
+        if unknown:
+            raise ValueError(f"unknown sink {unknown[0]!r} (switches: {', '.join(switchable_sinks())}; "
+                             "the jsonl sink is always on)")
+        return data
+
+def switchable_sinks() -> list[str]:
+    """The sinks a config can switch on: the registered ones except the always-on jsonl."""
+    return [n for n in SINKS.names() if n != "jsonl"]
+
 class RunConfig(Strict):
     """One training run."""
     schema_: Literal["run/v1"] = Field("run/v1", alias="schema")
-    study: str = "default"
-    name: Optional[str] = None
-    seed: int = 0
+    study: Name = "default"
+    name: Optional[Name] = None
+    seed: NonNegativeInt = 0
     device: str = "auto"
     out_dir: str = "runs"
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
+    task: Optional[TaskName] = None
     optim: OptimConfig = OptimConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     train: TrainConfig = TrainConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     callbacks: list[CallbackSpec] = []
     sinks: SinkConfig = SinkConfig()
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True, allow_inf_nan=False)
 
     @field_validator("device")
     @classmethod
@@ -136,16 +166,16 @@ class RunConfig(Strict):
 # %% ../nbs/01_config.ipynb
 class Variant(Strict):
     """A named set of overrides of the baseline."""
-    name: str
+    name: Name
     overrides: dict[str, Any] = {}
 
 class PresetBase(Strict):
     """Fields shared by study and sweep presets."""
-    study_name: str
+    study_name: Name
     metric: str = "val/acc"
     goal: Literal["max", "min"] = "max"
-    seeds: list[int] = Field([0], min_length=1)
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    seeds: list[NonNegativeInt] = Field([0], min_length=1)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 class StudyPreset(PresetBase):
     """Baseline + named variants over seeds."""
@@ -157,48 +187,179 @@ class SweepPreset(PresetBase):
     """Base config + a product grid of dotted paths over seeds."""
     schema_: Literal["sweep/v1"] = Field("sweep/v1", alias="schema")
     base: dict[str, Any] = {}
-    grid: dict[str, list[Any]] = {}
+    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
 
 SCHEMAS = {"run/v1": RunConfig, "study/v1": StudyPreset, "sweep/v1": SweepPreset}
+OTHER_SCHEMAS = {"greedy_chain/v1": "greedy-train"}   # single-run configs of a study, with their own command
 
 # %% ../nbs/01_config.ipynb
 def _loc(err: dict) -> str:
     """Dotted field path of one pydantic error."""
     return ".".join(str(p) for p in err["loc"]) or "<root>"
 
-def format_error(e: ValidationError, source: str) -> str:
+def format_error(e: ValidationError, source: str, prefix: str = "") -> str:
     """One line naming the source and the first failing field."""
     errs = e.errors()
     first = errs[0]
     more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
-    return f"config error in {source}: {_loc(first)}: {first['msg']}{more}"
+    msg = first["msg"].removeprefix("Value error, ")
+    return f"config error in {source}: {prefix}{_loc(first)}: {msg}{more}"
+
+def nonfinite_path(obj, path: str = "") -> str | None:
+    """The dotted path of the first nan or infinite float in nested dicts and lists, or None."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return path or "<root>"
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for k, v in items:
+        found = nonfinite_path(v, f"{path}.{k}" if path else str(k))
+        if found:
+            return found
+    return None
 
 def validate(data: dict, source: str = "<dict>"):
     """Validate a dict against the schema its `schema` key names."""
     if not isinstance(data, dict):
-        raise ConfigError(f"config error in {source}: top level must be a mapping")
+        raise ConfigError(f"config error in {source}: top level must be a mapping, not {type(data).__name__}")
+    bad = nonfinite_path(data)
+    if bad:
+        raise ConfigError(f"config error in {source}: {bad}: must be a finite number")
     schema = data.get("schema", "run/v1")
+    if schema in OTHER_SCHEMAS:
+        raise ConfigError(f"config error in {source}: schema: {schema!r} is run by `{OTHER_SCHEMAS[schema]} --config "
+                          f"{source}` (this command takes {', '.join(SCHEMAS)})")
     if schema not in SCHEMAS:
         raise ConfigError(f"config error in {source}: schema: unknown {schema!r} (one of {', '.join(SCHEMAS)})")
     try:
-        return SCHEMAS[schema].model_validate(data)
+        obj = SCHEMAS[schema].model_validate(data)
     except ValidationError as e:
         raise ConfigError(format_error(e, source)) from None
+    if isinstance(obj, PresetBase):
+        check_preset(obj, source)
+    return obj
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a key repeated in one mapping."""
+
+def _unique_mapping(loader, node, deep=False):
+    """Construct a mapping, raising on a duplicate key."""
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, Hashable) and key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key) if isinstance(key, Hashable) else None
+    return loader.construct_mapping(node, deep)
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """One line describing a YAML error, with its line and column when known."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark else problem
 
 def read_yaml(path) -> dict:
-    """Read a YAML mapping with safe_load, as a ConfigError when missing or malformed."""
+    """Read a YAML mapping safely; every unusable file is a one-line ConfigError naming it."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config error: file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config error in {path}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r})") from None
+    except OSError as e:
+        raise ConfigError(f"config error: cannot read {path}: {e.strerror}") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
-        raise ConfigError(f"config error in {path}: invalid YAML: {str(e).splitlines()[0]}") from None
-    return data if data is not None else {}
+        raise ConfigError(f"config error in {path}: invalid YAML: {_yaml_problem(e)}") from None
+    if data is None:
+        raise ConfigError(f"config error in {path}: the file is empty (or holds only comments)")
+    if not isinstance(data, dict):
+        raise ConfigError(f"config error in {path}: top level must be a mapping, not {type(data).__name__}")
+    return data
 
 def load_config(path):
     """Load and validate a run, study or sweep YAML file."""
     return validate(read_yaml(path), str(path))
+
+# %% ../nbs/01_config.ipynb
+PROFILES = ("smoke", "report", "full")
+
+def _is_mapping_type(annotation) -> bool:
+    """Whether a field annotation is a dict (any key allowed below it)."""
+    return typing.get_origin(annotation) is dict or annotation is dict
+
+def check_path(path: str, model: type[BaseModel] = RunConfig) -> None:
+    """Raise ValueError unless the dotted `path` names a field of the schema `model`."""
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        fields = {f.alias or name: f for name, f in model.model_fields.items()}
+        here = ".".join(parts[:i + 1])
+        if part not in fields:
+            raise ValueError(f"unknown field {here!r} (known here: {', '.join(sorted(fields))})")
+        annotation = fields[part].annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+            continue
+        if i < len(parts) - 1 and not _is_mapping_type(annotation):
+            raise ValueError(f"{here!r} is not a mapping, so {path!r} cannot be set")
+        return
+
+def _duplicate(values) -> Any:
+    """The first value that occurs twice, or None."""
+    seen = []
+    for v in values:
+        if v in seen:
+            return v
+        seen.append(v)
+    return None
+
+def check_preset(preset: PresetBase, source: str = "<preset>") -> None:
+    """Check a study or sweep preset as a whole (see above); a ConfigError names the field."""
+    def fail(field: str, msg: str):
+        raise ConfigError(f"config error in {source}: {field}: {msg}")
+    if (s := _duplicate(preset.seeds)) is not None:
+        fail("seeds", f"seed {s} is listed twice")
+    base_key = "baseline" if isinstance(preset, StudyPreset) else "base"
+    base = getattr(preset, base_key)
+    bad = nonfinite_path(base)
+    if bad:
+        fail(f"{base_key}.{bad}", "must be a finite number")
+    try:
+        RunConfig.model_validate({"study": preset.study_name, **base})
+    except ValidationError as e:
+        raise ConfigError(format_error(e, source, f"{base_key}.")) from None
+    if isinstance(preset, StudyPreset):
+        if (n := _duplicate([v.name for v in preset.variants] + ["baseline"])) is not None:
+            fail("variants", f"duplicate variant name {n!r}" + (" (the baseline's name)" if n == "baseline" else ""))
+        paths = {f"variants.{i}.overrides": v.overrides for i, v in enumerate(preset.variants)}
+    else:
+        for key, values in preset.grid.items():
+            if (v := _duplicate(values)) is not None:
+                fail(f"grid.{key}", f"value {v!r} is listed twice")
+        if (leaf := _duplicate([k.split(".")[-1] for k in preset.grid])) is not None:
+            fail("grid", f"two keys end in {leaf!r}, so their cells would have the same name")
+        paths = {"grid": preset.grid}
+    for field, overrides in paths.items():
+        for path in overrides:
+            try:
+                check_path(path)
+            except ValueError as e:
+                fail(f"{field}.{path}", str(e))
+
+def check_params(**params) -> dict:
+    """Check the shared papermill parameters of an experiment notebook (profile, executor, workers)."""
+    def fail(name: str, msg: str):
+        raise ConfigError(f"parameter error: {name}: {msg}")
+    if "profile" in params and params["profile"] not in PROFILES:
+        fail("profile", f"unknown profile {params['profile']!r} (one of {', '.join(PROFILES)})")
+    if params.get("executor") is not None and params["executor"] not in EXECUTORS:
+        fail("executor", f"unknown executor {params['executor']!r} (known: {', '.join(EXECUTORS.names())})")
+    workers = params.get("workers", 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        fail("workers", f"must be a positive integer, got {workers!r}")
+    return params
 
 # %% ../nbs/01_config.ipynb
 def set_dotted(d: dict, path: str, value) -> dict:
@@ -224,12 +385,14 @@ NON_SEMANTIC = {"out_dir": True, "name": True, "sinks": True, "train": {"progres
 
 def config_hash(cfg: RunConfig, n: int = 16) -> str:
     """Stable hash of the result-relevant part of a run config."""
-    d = cfg.model_dump(mode="json", by_alias=True, exclude=NON_SEMANTIC)
+    exclude = {**NON_SEMANTIC, "task": True} if cfg.task is None else NON_SEMANTIC
+    d = cfg.model_dump(mode="json", by_alias=True, exclude=exclude)
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:n]
 
 def trial_configs(preset, source: str = "<preset>") -> list[tuple[dict, RunConfig]]:
-    """Expand a study or sweep preset into (swept values, validated run config) pairs."""
+    """Expand a study or sweep preset into (swept values, validated run config) pairs; all checked first."""
+    check_preset(preset, source)
     if isinstance(preset, StudyPreset):
         base = preset.baseline
         cells = [{"variant": "baseline"}] + [{"variant": v.name, **v.overrides} for v in preset.variants]
@@ -238,10 +401,16 @@ def trial_configs(preset, source: str = "<preset>") -> list[tuple[dict, RunConfi
         keys = list(preset.grid)
         cells = [dict(zip(keys, vals)) for vals in itertools.product(*preset.grid.values())]
     base = {"study": preset.study_name, **base}
-    out = []
+    out, seen = [], {}
     for cell in cells:
         overrides = {k: v for k, v in cell.items() if k != "variant"}
+        where = f"{source} (variant {cell['variant']})" if "variant" in cell else f"{source} (grid cell {cell})"
         for seed in preset.seeds:
-            cfg = apply_overrides(base, {**overrides, "seed": seed}, f"{source} [{cell}, seed {seed}]")
+            cfg = apply_overrides(base, {**overrides, "seed": seed}, where)
+            h = config_hash(cfg)
+            if h in seen:
+                raise ConfigError(f"config error in {source}: {seen[h]} and {where.removeprefix(source).strip(' ()')} "
+                                  "are the same run config")
+            seen[h] = where.removeprefix(source).strip(" ()")
             out.append(({**cell, "seed": seed}, cfg))
     return out

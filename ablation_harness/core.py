@@ -5,6 +5,7 @@
 # %% ../nbs/00_core.ipynb 2
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import os
@@ -15,20 +16,21 @@ import socket
 import subprocess
 import sys
 import tempfile
+import warnings
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-import torch
 
 # %% auto 0
-__all__ = ['LIBS', 'seed_everything', 'get_device', 'UserError', 'guarded', 'exit_with', 'atomic_write_bytes',
-           'atomic_write_text', 'atomic_write_json', 'append_jsonl', 'read_jsonl', 'git_sha', 'now_iso', 'env_info',
-           'safe_name', 'RunDir']
+__all__ = ['LIBS', 'seed_everything', 'get_device', 'UserError', 'guarded', 'exit_with', 'CommandParser', 'finite_float',
+           'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'append_jsonl', 'read_jsonl', 'git_sha',
+           'now_iso', 'env_info', 'safe_name', 'RunDir']
 
 # %% ../nbs/00_core.ipynb
 def seed_everything(seed: int) -> torch.Generator:
     """Seed python, numpy and torch; return a torch Generator seeded the same way."""
+    import torch
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -38,6 +40,7 @@ def seed_everything(seed: int) -> torch.Generator:
 # %% ../nbs/00_core.ipynb
 def get_device(spec: str = "auto") -> torch.device:
     """Resolve `auto | cpu | cuda[:N]` to a torch device (`auto` takes a GPU when present)."""
+    import torch
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(spec)
@@ -64,6 +67,18 @@ def exit_with(main):
     """A console-script entry point that exits with the command's return code."""
     return lambda: sys.exit(main())
 
+class CommandParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are UserErrors (one line, exit 2 under `guarded`)."""
+    def error(self, message):
+        raise UserError(f"{self.prog}: {message}")
+
+def finite_float(text: str) -> float:
+    """An argparse type: a finite float (`nan` and `inf` are refused)."""
+    value = float(text)
+    if not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
 # %% ../nbs/00_core.ipynb
 def atomic_write_bytes(path, data: bytes) -> Path:
     """Write bytes to `path` atomically (temporary file in the same folder, then `os.replace`)."""
@@ -88,9 +103,9 @@ def atomic_write_text(path, text: str) -> Path:
 
 def _to_jsonable(o):
     """Turn numpy/torch scalars, arrays and paths into plain JSON values."""
-    if isinstance(o, (np.generic,)):
+    if isinstance(o, np.generic):
         return o.item()
-    if isinstance(o, (np.ndarray, torch.Tensor)):
+    if hasattr(o, "tolist"):              # numpy arrays and torch tensors
         return o.tolist()
     if isinstance(o, Path):
         return str(o)
@@ -101,30 +116,41 @@ def atomic_write_json(path, obj, indent: int = 2) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=indent, default=_to_jsonable) + "\n")
 
 # %% ../nbs/00_core.ipynb
+def _ends_torn(f) -> bool:
+    """Whether a file opened for binary append is non-empty and does not end with a newline."""
+    end = f.seek(0, os.SEEK_END)
+    if end == 0:
+        return False
+    f.seek(end - 1)
+    return f.read(1) != b"\n"
+
 def append_jsonl(path, rows) -> None:
-    """Append dict rows to a JSONL file, one line each, in a single write."""
+    """Append dict rows to a JSONL file, one line each, in a single write (after a torn line: on a fresh line)."""
     if isinstance(rows, dict):
         rows = [rows]
     text = "".join(json.dumps(r, default=_to_jsonable) + "\n" for r in rows)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(text)
+    with open(path, "a+b") as f:
+        if _ends_torn(f):
+            text = "\n" + text
+        f.write(text.encode("utf-8"))
         f.flush()
 
 def read_jsonl(path) -> list[dict]:
-    """Read a JSONL file, tolerating a torn last line."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    """The JSON objects of a JSONL file; torn (unparsable) lines are skipped with a warning."""
     rows = []
-    for i, line in enumerate(lines):
+    for i, line in enumerate(Path(path).read_bytes().decode("utf-8", errors="replace").splitlines(), 1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                break
-            raise ValueError(f"{path}: corrupt JSON on line {i + 1}") from None
+            row = None
+        if not isinstance(row, dict):
+            warnings.warn(f"{path}: skipping torn line {i}: {line[:60]!r}", stacklevel=2)
+            continue
+        rows.append(row)
     return rows
 
 # %% ../nbs/00_core.ipynb
@@ -152,6 +178,7 @@ def now_iso() -> str:
 
 def env_info(seed: int | None = None) -> dict:
     """Versions, git sha, host, python and seed for `env.json`."""
+    import torch
     return {"ablation_harness": _version("ablation_harness"),
             "libraries": {n: _version(n) for n in LIBS},
             "python": platform.python_version(), "platform": platform.platform(),

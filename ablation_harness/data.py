@@ -19,6 +19,7 @@ from torch import Tensor
 from torchvision.transforms import v2
 
 from .core import UserError
+from .registry import DATASETS
 
 # %% auto 0
 __all__ = ['SPLITS', 'SOURCES', 'MNIST_SUBSET', 'DEFAULT_ROOT', 'TORCHVISION_SOURCES', 'AUGMENTS', 'ArrayDataset',
@@ -103,14 +104,11 @@ def stratified_subset(y, n: int, seed: int, stratify: bool = True) -> Tensor:
     return torch.arange(len(y)) if n == len(y) else stratified_split(y, n, seed, stratify)[1]
 
 # %% ../nbs/02_data.ipynb
-SOURCES: dict[str, Callable] = {}
+SOURCES = DATASETS
 
 def register_source(name: str) -> Callable:
     """Decorator that registers `fn(cfg) -> DataBundle` as the data source `name`."""
-    def deco(fn):
-        SOURCES[name] = fn
-        return fn
-    return deco
+    return DATASETS.register(name)
 
 def source_options(cfg, **defaults) -> dict:
     """`cfg.options` laid over `defaults`; a key not in `defaults` is an error."""

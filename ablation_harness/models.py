@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Callable
 
 import torch
 from torch import nn
 
+from .registry import MODELS
+
 # %% auto 0
-__all__ = ['MODELS', 'TinyCNN', 'MLP', 'conv_bn_relu', 'CNNGRU', 'SmallCNN', 'register_model', 'build_model', 'count_params']
+__all__ = ['TinyCNN', 'MLP', 'conv_bn_relu', 'CNNGRU', 'SmallCNN', 'register_model', 'build_model', 'count_params']
 
 # %% ../nbs/03_models.ipynb
 class TinyCNN(nn.Module):
@@ -98,14 +99,9 @@ class SmallCNN(nn.Module):
         return self.dense(self.features(x))
 
 # %% ../nbs/03_models.ipynb
-MODELS: dict[str, Callable] = {}
-
 def register_model(name: str):
     """Decorator: register a builder `f(cfg, input_shape, num_classes) -> nn.Module`."""
-    def deco(f):
-        MODELS[name] = f
-        return f
-    return deco
+    return MODELS.register(name)
 
 @register_model("tinycnn")
 def _tinycnn(cfg, input_shape, num_classes):
@@ -130,7 +126,7 @@ def _small_cnn(cfg, input_shape, num_classes):
 def build_model(cfg, input_shape, num_classes) -> nn.Module:
     """Build the model a config names."""
     if cfg.name not in MODELS:
-        raise ValueError(f"model.name: unknown model {cfg.name!r} (known: {', '.join(sorted(MODELS))})")
+        raise ValueError(f"model.name: unknown model {cfg.name!r} (known: {', '.join(MODELS.names())})")
     return MODELS[cfg.name](cfg, tuple(input_shape), num_classes)
 
 def count_params(model: nn.Module) -> int:

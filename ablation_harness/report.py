@@ -24,6 +24,7 @@ from papermill.translators import PythonTranslator
 
 import ablation_harness
 from .core import LIBS, _version, atomic_write_json, atomic_write_text, git_sha, now_iso
+from .config import ConfigError, check_params
 
 # %% auto 0
 __all__ = ['PACKAGE_DIR', 'REPO_DIR', 'DATA_DIR', 'NBS_DIR', 'EXP_DIR', 'BOOK_DIR', 'OUT_ROOT', 'PROFILES', 'MANIFEST',
@@ -170,10 +171,16 @@ def cached_result(name: str, out_dir, key: str, profile: str) -> StudyResult | N
         return StudyResult(name, "cached", 0.0, Path(out_dir), executed, profile=profile, key=key)
     return None
 
+def _start(name: str, out_dir: Path, key: str, profile: str, params: dict, force: bool) -> None:
+    """Prepare a study's folder: keep it to resume the same key, else empty it; record the run as started."""
+    if force or read_manifest(out_dir).get("key") != key:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / MANIFEST, {"name": name, "state": "running", "key": key, "profile": profile,
+                                           "params": params, "started": now_iso()})
+
 def _execute(nb: Path, out_dir: Path, executed: Path, params: dict) -> str | None:
-    """Execute a notebook with papermill into `executed`; return the error line, or None on success."""
-    shutil.rmtree(out_dir, ignore_errors=True)
-    out_dir.mkdir(parents=True)
+    """Execute a notebook with papermill into `executed` (in `out_dir`); return the error line, or None on success."""
     try:
         pm.execute_notebook(str(nb), str(executed), parameters=params, kernel_name="python3", language="python",
                             cwd=str(out_dir), progress_bar=sys.stderr.isatty())  # papermill's per-cell tqdm bar
@@ -188,10 +195,12 @@ def run_study(name: str, profile: str = "report", out_root=OUT_ROOT, force: bool
     t0 = time.perf_counter()
     nb, out_dir, params, key = _prepare(name, profile, out_root, extra_params, exp_dir=exp_dir, executor=executor,
                                         package_dir=package_dir, data_dir=data_dir)
+    check_params(**params)
     hit = None if force else cached_result(name, out_dir, key, profile)
     if hit is not None:
         hit.wall_time = time.perf_counter() - t0
         return hit
+    _start(name, out_dir, key, profile, params, force)
     executed = out_dir / f"{name}.ipynb"
     error = _execute(nb, out_dir, executed, params)
     wall = time.perf_counter() - t0
@@ -375,6 +384,11 @@ def make_report(profile: str = "report", only=None, force: bool = False, executo
     if unknown or profile not in PROFILES:
         print(f"report: unknown study {', '.join(unknown)} (available: {', '.join(names) or 'none'})" if unknown
               else f"report: unknown profile {profile!r} (expected {', '.join(PROFILES)})", file=sys.stderr)
+        return 2
+    try:
+        check_params(profile=profile, executor=executor)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     where = {"exp_dir": exp_dir, "executor": executor, "package_dir": package_dir, "data_dir": data_dir}
     results = []

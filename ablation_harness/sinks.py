@@ -93,7 +93,9 @@ class WandbSink(Sink):
             self.run.summary[k] = v
 
     def close(self):
+        import wandb
         self.run.finish()
+        wandb.teardown()   # finish() can return before the service has written the run file; teardown waits
 
 # %% ../nbs/06_sinks.ipynb
 def _wandb_payloads(data: bytes):

@@ -103,7 +103,7 @@ def run_trial(trial: Trial) -> dict:
 
 # %% ../nbs/07_sweep.ipynb
 def load_records(out_dir) -> list[dict]:
-    """All records of `out_dir/results.jsonl` (torn last line tolerated)."""
+    """All records of `out_dir/results.jsonl` (torn lines skipped with a warning)."""
     f = Path(out_dir) / "results.jsonl"
     return read_jsonl(f) if f.exists() else []
 

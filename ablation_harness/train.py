@@ -5,7 +5,6 @@
 # %% ../nbs/04_train.ipynb 2
 from __future__ import annotations
 
-import importlib
 import io
 import math
 import os
@@ -19,20 +18,23 @@ from typing import Callable
 
 import torch
 import yaml
+from pydantic import ValidationError, validate_call
+from pydantic.errors import PydanticUndefinedAnnotation, PydanticUserError
 from torch import nn
 from tqdm.auto import tqdm
 
 from .config import ConfigError, RunConfig, config_hash
+from .registry import CALLBACKS, DATASETS, MODELS, TASKS
 from .core import RunDir, UserError, atomic_write_bytes, atomic_write_text, env_info, get_device, now_iso, seed_everything
 from .data import iterate_batches, load_data
 from .models import build_model, count_params
 from .sinks import MultiSink, make_sinks
 
 # %% auto 0
-__all__ = ['EVENTS', 'CALLBACKS', 'CALLBACK_MODULES', 'CLASSIFICATION', 'Callback', 'Schedule', 'register_callback',
-           'build_callbacks', 'warmup_steps', 'lr_factor', 'make_optimizer', 'make_scheduler', 'Task', 'evaluate',
-           'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'Checkpoint', 'quiet', 'Trainer', 'RunResult',
-           'default_run_id', 'summarize', 'run']
+__all__ = ['EVENTS', 'CLASSIFICATION', 'Callback', 'Schedule', 'register_callback', 'build_callbacks', 'warmup_steps',
+           'lr_factor', 'make_optimizer', 'make_scheduler', 'Task', 'evaluate', 'CheckpointError', 'save_checkpoint',
+           'load_checkpoint', 'Checkpoint', 'quiet', 'Trainer', 'RunResult', 'default_run_id', 'best_index',
+           'summarize', 'check_run', 'run']
 
 # %% ../nbs/04_train.ipynb
 EVENTS = ("fit_start", "epoch_start", "batch_start", "after_backward", "after_step", "validation_end", "epoch_end", "fit_end")
@@ -56,6 +58,12 @@ class Schedule:
     log_spaced: bool = False
     per_epoch: bool = False
 
+    def __post_init__(self):
+        if self.every is not None and (isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1):
+            raise ValueError(f"every must be a positive number of steps, got {self.every!r}")
+        if not isinstance(self.log_spaced, bool) or not isinstance(self.per_epoch, bool):
+            raise ValueError("log_spaced and per_epoch must be true or false")
+
     def due_step(self, step: int) -> bool:
         """Whether a step-level hook fires at optimiser step `step` (1-based)."""
         if self.every:
@@ -65,30 +73,35 @@ class Schedule:
             return mant in (1, 2, 5)
         return False
 
-CALLBACKS: dict[str, type] = {}
-CALLBACK_MODULES = ["ablation_harness.metrics.callbacks"]  # imported on first lookup: they register themselves
-
 def register_callback(name: str):
     """Decorator: make a Callback class available to configs by `name`."""
-    def deco(cls):
-        CALLBACKS[name] = cls
-        return cls
-    return deco
+    return CALLBACKS.register(name)
+
+def _checked_init(cls):
+    """`cls.__init__` wrapped to validate its arguments against their annotations (as is, if it cannot be)."""
+    try:
+        return validate_call(cls.__init__, config={"arbitrary_types_allowed": True})
+    except (PydanticUserError, PydanticUndefinedAnnotation):   # e.g. no __init__ of its own
+        return cls.__init__
 
 def build_callbacks(specs) -> list[Callback]:
-    """Instantiate callbacks from config specs `{name, **kwargs}`."""
-    for module in CALLBACK_MODULES:
-        importlib.import_module(module)
+    """Instantiate callbacks from config specs `{name, **kwargs}`, checking names and arguments."""
     out = []
     for i, spec in enumerate(specs):
         kwargs = dict(spec.model_extra or {}) if hasattr(spec, "model_extra") else {k: v for k, v in spec.items() if k != "name"}
         name = spec.name if hasattr(spec, "name") else spec["name"]
         if name not in CALLBACKS:
-            raise ConfigError(f"config error: callbacks.{i}.name: unknown callback {name!r} (known: {', '.join(sorted(CALLBACKS)) or 'none'})")
+            raise ConfigError(f"config error: callbacks.{i}.name: unknown callback {name!r} (known: {', '.join(CALLBACKS.names())})")
+        cls = CALLBACKS[name]
+        obj = cls.__new__(cls)
         try:
-            out.append(CALLBACKS[name](**kwargs))
-        except TypeError as e:
+            _checked_init(cls)(obj, **kwargs)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise ConfigError(f"config error: callbacks.{i}.{'.'.join(map(str, err['loc']))} ({name}): {err['msg']}") from None
+        except (TypeError, ValueError) as e:
             raise ConfigError(f"config error: callbacks.{i} ({name}): {e}") from None
+        out.append(obj)
     return out
 
 # %% ../nbs/04_train.ipynb
@@ -218,7 +231,7 @@ class Trainer:
         self.scheduler = make_scheduler(self.optimizer, cfg.scheduler, self.total_steps)
         self.run_id = run_dir.run_id if run_dir else "run"
         self.epoch, self.step, self.status, self.stop_training = 0, 0, "running", False
-        self.batch = self.loss = self.outputs = None
+        self.batch = self.loss = self.outputs = self.lr = None
         self.val_metrics, self.history = {}, []
         n = min(cfg.train.analysis_batch_size, len(val_data))
         self.analysis_batch = (self.val_data.x[:n], self.val_data.y[:n])
@@ -250,6 +263,7 @@ class Trainer:
         self.fire("after_backward")
         if self.cfg.optim.grad_clip:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        self.lr = self.optimizer.param_groups[0]["lr"]      # the rate this step uses, before the schedule moves on
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
@@ -270,8 +284,7 @@ class Trainer:
             loss = self.loss.item()
             total, n = total + loss, n + 1
             if self.step % tcfg.log_every == 0:
-                self.log_many([{"metric": "loss", "value": loss},
-                               {"metric": "lr", "value": self.optimizer.param_groups[0]["lr"]}])
+                self.log_many([{"metric": "loss", "value": loss}, {"metric": "lr", "value": self.lr}])
             if self.step >= self.total_steps:
                 break
         return total / max(n, 1)
@@ -323,6 +336,15 @@ def default_run_id(cfg: RunConfig) -> str:
     """`name` if set, else `<model>_<dataset>_s<seed>_<hash8>`."""
     return cfg.name or f"{cfg.model.name}_{cfg.data.name}_s{cfg.seed}_{config_hash(cfg)[:8]}"
 
+def best_index(values, mode: str = "max") -> int | None:
+    """Index of the first best value by `mode` (None and NaN skipped), as a checkpoint monitor ranks them."""
+    ok = [(i, v) for i, v in enumerate(values) if v is not None and not math.isnan(v)]
+    if not ok:
+        return None
+    pick = max if mode == "max" else min
+    best = pick(v for _, v in ok)
+    return next(i for i, v in ok if v == best)
+
 def summarize(trainer: Trainer, wall: float) -> dict:
     """The numbers `summary.json` records for a run."""
     vals = [h for h in trainer.history if "val/loss" in h]
@@ -330,18 +352,46 @@ def summarize(trainer: Trainer, wall: float) -> dict:
            "params": count_params(trainer.model), "wall_time_s": round(wall, 3)}
     if trainer.history:
         out["final/train/loss"] = trainer.history[-1]["train/loss"]
-    for key in (k for k in (vals[-1] if vals else {}) if k.startswith("val/")):
-        series = [h[key] for h in vals]
-        out[f"final/{key}"] = series[-1]
-        out[f"best/{key}"] = max(series) if key.endswith("acc") else min(series)
+    if vals:
+        out.update({f"final/{k}": v for k, v in vals[-1].items() if k.startswith("val/")})
+        ck = trainer.cfg.checkpoint
+        i = best_index([h.get(ck.monitor) for h in vals], ck.mode)
+        if i is not None:
+            out["best/epoch"] = vals[i]["epoch"]
+            out.update({f"best/{k}": v for k, v in vals[i].items() if k.startswith("val/")})
     return out
 
-def run(cfg: RunConfig, task: Task = CLASSIFICATION, extra_callbacks=(), root=None, exist_ok: bool = False) -> RunResult:
-    """Train one config into its own run directory."""
-    callbacks = build_callbacks(cfg.callbacks)
-    data = load_data(cfg.data)
-    seed_everything(cfg.seed)
-    model = build_model(cfg.model, data.input_shape, data.num_classes)
+def _resolve(registry, name: str, field: str):
+    """The object a registry holds for `name`, as a ConfigError naming `field` when it is unknown."""
+    if name not in registry:
+        raise ConfigError(f"config error: {field}: unknown {registry.kind} {name!r} (known: {', '.join(registry.names())})")
+    return registry[name]
+
+def check_run(cfg: RunConfig) -> list[Callback]:
+    """Resolve the config's data source, model, task and callbacks without loading data; return the callbacks."""
+    _resolve(DATASETS, cfg.data.name, "data.name")
+    _resolve(MODELS, cfg.model.name, "model.name")
+    if cfg.task is not None:
+        _resolve(TASKS, cfg.task, "task")
+    return build_callbacks(cfg.callbacks)
+
+def _setup(cfg: RunConfig, task: Task | None):
+    """Callbacks, data, task and model of a run; bad options become ConfigErrors."""
+    callbacks = check_run(cfg)
+    try:
+        data = load_data(cfg.data)
+        task = task or _resolve(TASKS, cfg.task or data.task, "task" if cfg.task else f"task (of data set {cfg.data.name!r})")
+        seed_everything(cfg.seed)
+        model = build_model(cfg.model, data.input_shape, data.num_classes)
+    except ValueError as e:
+        if isinstance(e, UserError):
+            raise
+        raise ConfigError(f"config error: {e}") from e
+    return callbacks, data, task, model
+
+def run(cfg: RunConfig, task: Task | None = None, extra_callbacks=(), root=None, exist_ok: bool = False) -> RunResult:
+    """Train one config into its own run directory (`task`: the config's or the data set's, unless given)."""
+    callbacks, data, task, model = _setup(cfg, task)
     rd = RunDir.create(root or cfg.out_dir, cfg.study, default_run_id(cfg), exist_ok=exist_ok)
     atomic_write_text(rd.file("config.yaml"), yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False))
     rd.write_json("env.json", {**env_info(cfg.seed), "config_hash": config_hash(cfg), "start": now_iso()})

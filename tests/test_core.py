@@ -22,15 +22,20 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temp file left
 
 
-def test_read_jsonl_tolerates_torn_last_line_only(tmp_path):
+def test_torn_jsonl_lines_are_skipped_and_never_glued_to_the_next_record(tmp_path):
     f = tmp_path / "m.jsonl"
     append_jsonl(f, [{"a": 1}, {"a": 2}])
     with open(f, "a") as h:
-        h.write('{"a": 3')
-    assert read_jsonl(f) == [{"a": 1}, {"a": 2}]
-    f.write_text('{"a": 1}\n{"a"\n{"a": 2}\n')
-    with pytest.raises(ValueError, match="line 2"):
-        read_jsonl(f)
+        h.write('{"a": 3')                                  # a crash in the middle of an append
+    with pytest.warns(UserWarning, match="torn line 3"):
+        assert read_jsonl(f) == [{"a": 1}, {"a": 2}]
+    append_jsonl(f, {"a": 4})                               # starts a fresh line instead of extending the torn one
+    assert f.read_text().splitlines() == ['{"a": 1}', '{"a": 2}', '{"a": 3', '{"a": 4}']
+    with pytest.warns(UserWarning, match="torn line 3"):
+        assert read_jsonl(f) == [{"a": 1}, {"a": 2}, {"a": 4}]
+    f.write_bytes(b'{"a": 1}\n\xff\xfe\n{"a": 2}\n')        # undecodable bytes are a torn line too
+    with pytest.warns(UserWarning, match="torn line 2"):
+        assert read_jsonl(f) == [{"a": 1}, {"a": 2}]
 
 
 @pytest.mark.parametrize("bad", ["../../etc", "a/b", "x\\..\\y", "/abs"])

@@ -77,29 +77,69 @@ def test_ray_executor_on_a_local_instance(tmp_path):
 
 
 def ablate(*args, cwd, **kw):
-    return subprocess.Popen([sys.executable, "-m", "ablation_harness.ablate", *args], cwd=cwd,
+    """The ablate command in a subprocess, with the test-only `gate` callback registered first."""
+    code = "import sys, _gate; from ablation_harness.ablate import main; sys.exit(main(sys.argv[1:]))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
+def wait_for(path: Path, proc) -> None:
+    """Block until `path` exists (the gate reached), failing if the process ends first."""
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+
+
 def test_killed_sweep_resumes_without_redoing(tmp_path):
-    preset = {"schema": "sweep/v1", "study_name": "k", "base": BASE, "grid": {"optim.lr": [0.01, 0.02, 0.03, 0.04]}, "seeds": [0]}
+    """kill -9 while the third of four trials is held by the gate; the re-run redoes none of the first two."""
+    gate = {"name": "gate", "folder": str(tmp_path), "lr": 0.03}
+    preset = {"schema": "sweep/v1", "study_name": "k", "base": {**BASE, "callbacks": [gate]},
+              "grid": {"optim.lr": [0.01, 0.02, 0.03, 0.04]}, "seeds": [0]}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(preset))
     proc = ablate("--config", "p.yaml", "--out_dir", "out", cwd=tmp_path, start_new_session=True)
-    results = tmp_path / "out" / "results.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (results.exists() and read_jsonl(results)):
-        time.sleep(0.1)
+    wait_for(tmp_path / "waiting", proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    results = tmp_path / "out" / "results.jsonl"
     first = read_jsonl(results)
-    assert 1 <= len(first) < 4
+    assert sorted(r["optim.lr"] for r in first) == [0.01, 0.02]           # serial: the two before the gate, no more
     done = {r["config_hash"]: Path(r["run_dir"]) / "summary.json" for r in first}
     mtimes = {h: p.stat().st_mtime_ns for h, p in done.items()}
-    out, err = ablate("--config", "p.yaml", "--out_dir", "out", cwd=tmp_path).communicate(timeout=300)
+    (tmp_path / "go").touch()
+    out, err = ablate("--config", "p.yaml", "--out_dir", "out", cwd=tmp_path).communicate(timeout=600)
     recs = read_jsonl(results)
     assert sorted(r["state"] for r in recs) == [COMPLETE] * 4, err
-    assert len({r["config_hash"] for r in recs}) == 4
+    assert len({r["config_hash"] for r in recs}) == 4                   # each trial recorded exactly once
     assert all(done[h].stat().st_mtime_ns == m for h, m in mtimes.items())  # finished trials not redone
+    held = [p for p in (tmp_path / "out" / "k").iterdir() if p.name.endswith(".attempt1")]
+    assert len(held) == 1 and "lr=0.03" in held[0].name                 # only the killed trial was set aside
+
+
+def test_torn_results_line_is_skipped_and_never_merged(tmp_path, monkeypatch, capsys):
+    """Truncate results.jsonl in the middle of its last record, resume twice: every trial COMPLETE exactly once."""
+    from ablation_harness.ablate import main
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"schema": "sweep/v1", "study_name": "t", "base": BASE,
+                                                     "grid": {"optim.lr": [0.01, 0.02, 0.03]}, "seeds": [0]}))
+    monkeypatch.chdir(tmp_path)
+    assert main(["--config", "p.yaml", "--out_dir", "out"]) == 0
+    results = tmp_path / "out" / "results.jsonl"
+    text = results.read_bytes()
+    last_start = text.rstrip(b"\n").rfind(b"\n") + 1
+    results.write_bytes(text[:last_start + (len(text) - last_start) // 2])    # a crash mid-append
+    torn_hash = json.loads(text[last_start:])["config_hash"]
+    kept = {r["config_hash"]: Path(r["run_dir"]) / "summary.json" for r in read_jsonl(results)}
+    mtimes = {h: p.stat().st_mtime_ns for h, p in kept.items()}
+    for _ in range(2):
+        with pytest.warns(UserWarning, match="torn line 3"):
+            assert main(["--config", "p.yaml", "--out_dir", "out"]) == 0
+    lines = results.read_text().splitlines()
+    assert len(lines) == 4 and not lines[2].endswith("}")                  # the torn line stays alone on its line
+    with pytest.warns(UserWarning):
+        recs = read_jsonl(results)
+    assert sorted(r["state"] for r in recs) == [COMPLETE] * 3
+    assert len({r["config_hash"] for r in recs}) == 3 and recs[-1]["config_hash"] == torn_hash
+    assert all(kept[h].stat().st_mtime_ns == m for h, m in mtimes.items())    # recorded trials were not redone
 
 
 @pytest.mark.parametrize("text,needle", [

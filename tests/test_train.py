@@ -109,3 +109,75 @@ def test_lr_schedule_equals_formula_every_step(name, warm, total, floor):
 def test_schedule_due_steps():
     assert [s for s in range(1, 31) if Schedule(every=10).due_step(s)] == [10, 20, 30]
     assert [s for s in range(1, 600) if Schedule(log_spaced=True).due_step(s)] == [1, 2, 5, 10, 20, 50, 100, 200, 500]
+
+
+class UpdateProbe(Callback):
+    """Measures the learning rate each SGD step really used: -(w_after - w_before) / grad on one weight."""
+    def __init__(self):
+        self.used = {}
+
+    def on_after_backward(self, trainer):
+        p = next(trainer.model.parameters())
+        self.before, self.grad = p.detach().clone(), p.grad.detach().clone()
+
+    def on_after_step(self, trainer):
+        p = next(trainer.model.parameters())
+        i = self.grad.abs().argmax()
+        self.used[trainer.step] = float(-(p.detach().flatten()[i] - self.before.flatten()[i]) / self.grad.flatten()[i])
+
+
+def test_logged_lr_is_the_rate_that_step_used(tmp_path, tiny_cfg):
+    """With a warm-up the rate changes every step; the logged one must be the one the update was made with."""
+    tiny_cfg.optim.name, tiny_cfg.optim.lr, tiny_cfg.optim.momentum = "sgd", 0.1, 0.0
+    tiny_cfg.scheduler.warmup_steps, tiny_cfg.train.max_steps = 4, 6
+    probe = UpdateProbe()
+    res = run(tiny_cfg, root=tmp_path, extra_callbacks=[probe])
+    logged = {r["step"]: r["value"] for r in read_jsonl(res.run_dir.file("metrics.jsonl")) if r["metric"] == "lr"}
+    assert sorted(logged) == [1, 2, 3, 4, 5, 6]
+    for step, lr in logged.items():
+        assert lr == pytest.approx(probe.used[step], rel=1e-3)
+    assert [logged[s] for s in range(1, 7)] == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1, 0.1])
+
+
+def stub_trainer(history, monitor, mode):
+    """What `summarize` reads of a trainer."""
+    from types import SimpleNamespace
+    from ablation_harness.config import RunConfig
+    cfg = RunConfig.model_validate({"checkpoint": {"monitor": monitor, "mode": mode}})
+    return SimpleNamespace(history=history, status="complete", step=10, model=torch.nn.Linear(2, 2), cfg=cfg)
+
+
+@pytest.mark.parametrize("monitor,mode,best_epoch", [("val/loss", "min", 2), ("val/acc", "max", 1), ("val/top1", "max", 2),
+                                                     ("val/acc", "min", 2)])
+def test_best_in_summary_follows_the_checkpoint_monitor_and_mode(monitor, mode, best_epoch):
+    from ablation_harness.train import summarize
+    history = [{"epoch": 1, "step": 5, "train/loss": 1.0, "val/loss": 0.50, "val/acc": 0.90, "val/top1": 0.3},
+               {"epoch": 2, "step": 10, "train/loss": 0.8, "val/loss": 0.40, "val/acc": 0.80, "val/top1": 0.7}]
+    s = summarize(stub_trainer(history, monitor, mode), 1.0)
+    row = history[best_epoch - 1]
+    assert {k: s[f"best/{k}"] for k in ("val/loss", "val/acc", "val/top1")} == {k: row[k] for k in ("val/loss", "val/acc", "val/top1")}
+    assert s["best/epoch"] == best_epoch
+
+
+def test_best_in_summary_is_the_epoch_best_pt_holds(tmp_path, tiny_cfg):
+    tiny_cfg.checkpoint.monitor, tiny_cfg.checkpoint.mode, tiny_cfg.train.epochs = "val/loss", "min", 3
+    res = run(tiny_cfg, root=tmp_path)
+    best = load_checkpoint(res.run_dir.path / "ckpt" / "best.pt")
+    rows = res.trainer.history
+    i = min(range(len(rows)), key=lambda j: rows[j]["val/loss"])
+    assert best["epoch"] == i                                     # best.pt holds the epoch of lowest val loss
+    assert (res.summary["best/val/loss"], res.summary["best/val/acc"]) == (rows[i]["val/loss"], rows[i]["val/acc"])
+    assert res.summary["best/epoch"] == i + 1
+
+
+def test_per_epoch_false_is_honoured(tmp_path, tiny_cfg):
+    """`per_epoch: false` alone switches the spectral callback's per-epoch measurements off."""
+    tiny_cfg.callbacks = [{"name": "spectral", "per_epoch": False}]
+    res = run(tiny_cfg, root=tmp_path)
+    files = sorted(p.name for p in res.run_dir.path.glob("spectral_*.json"))
+    assert files == ["spectral_final.json"]
+    assert not [r for r in read_jsonl(res.run_dir.file("metrics.jsonl")) if r["metric"].startswith("spectral/")]
+    tiny_cfg.callbacks = [{"name": "spectral"}]                  # the default stays once per epoch
+    res = run(tiny_cfg, root=tmp_path / "default")
+    assert sorted(p.name for p in res.run_dir.path.glob("spectral_*.json")) == [
+        "spectral_epoch001.json", "spectral_epoch002.json", "spectral_final.json"]

@@ -24,14 +24,14 @@ __all__ = ['make_schedule', 'ScheduledCallback', 'SpectralCallback', 'GradDynami
 
 # %% ../../nbs/05g_metrics.callbacks.ipynb
 def make_schedule(default: dict, **given) -> Schedule:
-    """A Schedule from the keywords that are set, or from `default` when none is."""
-    given = {k: v for k, v in given.items() if v}
+    """A Schedule from the keywords that are set (not None), or from `default` when none is."""
+    given = {k: v for k, v in given.items() if v is not None}
     return Schedule(**(given or default))
 
 class ScheduledCallback(Callback):
     """Base: call `measure(trainer, tag)` on a Schedule (steps) and/or every `every_epochs` epochs."""
 
-    def __init__(self, every: int | None = None, log_spaced: bool = False, per_epoch: bool | None = None,
+    def __init__(self, every: int | None = None, log_spaced: bool | None = None, per_epoch: bool | None = None,
                  every_epochs: int = 1):
         self.schedule = make_schedule({"per_epoch": True}, every=every, log_spaced=log_spaced, per_epoch=per_epoch)
         self.every_epochs = every_epochs
@@ -81,7 +81,7 @@ class SpectralCallback(ScheduledCallback):
 class GradDynamicsCallback(Callback):
     """Gradient-dynamics counters per layer at scheduled steps, plus the binned gradient-sign summary."""
 
-    def __init__(self, every: int | None = None, log_spaced: bool = False, zero_threshold: float = 1e-7,
+    def __init__(self, every: int | None = None, log_spaced: bool | None = None, zero_threshold: float = 1e-7,
                  small_threshold: float = 1e-5, ema_decay: float = 0.9, sign_bins: int = 32):
         self.schedule = make_schedule({"every": 50}, every=every, log_spaced=log_spaced)
         self.options = dict(zero_threshold=zero_threshold, small_threshold=small_threshold, ema_decay=ema_decay)

@@ -5,7 +5,6 @@
 # %% ../../nbs/14_studies.batch_scaling.ipynb 2
 from __future__ import annotations
 
-import argparse
 import math
 import shutil
 import sys
@@ -25,7 +24,8 @@ from scipy.special import xlogy
 from torch import nn
 
 from ..config import RunConfig, config_hash, set_dotted
-from ..core import atomic_write_json, exit_with, guarded, read_jsonl, safe_name
+from ..core import (CommandParser, UserError, atomic_write_json, exit_with, finite_float, guarded, read_jsonl,
+                                   safe_name)
 from ..data import ArrayDataset, DataBundle, register_source, source_options
 from ..models import register_model
 from ..plots import register_plot, require_columns, save_figure
@@ -113,7 +113,7 @@ def markov(cfg) -> DataBundle:
     pi = stationary_distribution(P)
     meta = {**o, "floor": entropy_rate(P, pi), "unigram_entropy": float(-xlogy(pi, pi).sum()),
             "uniform_loss": math.log(o["vocab"]), "oracle_val_loss": oracle_loss(P, splits["val"].x, splits["val"].y)}
-    return DataBundle(splits["train"], splits["val"], splits["test"], o["vocab"], (o["seq_len"],), "markov", "sequence", meta)
+    return DataBundle(splits["train"], splits["val"], splits["test"], o["vocab"], (o["seq_len"],), "markov", "next_token", meta)
 
 # %% ../../nbs/14_studies.batch_scaling.ipynb
 class CausalSelfAttention(nn.Module):
@@ -868,16 +868,20 @@ def analysis_summary(a: dict) -> dict:
 @guarded
 def analysis_cli(argv=None) -> int:
     """Run the scaling analysis on a results.csv; return the exit code."""
-    p = argparse.ArgumentParser(prog="scaling-analysis", description="Fit lr* = c B^beta from a batch x LR sweep's results.csv")
+    p = CommandParser(prog="scaling-analysis", description="Fit lr* = c B^beta from a batch x LR sweep's results.csv")
     p.add_argument("--results", required=True, help="results.csv of a batch-scaling sweep")
     p.add_argument("--out", required=True, help="output folder for analysis.json, best_lr.csv and figures")
-    p.add_argument("--floor", type=float, help="loss floor (default: the table's floor column)")
-    p.add_argument("--alpha", type=float, help="phase-1 tail index, for the 1 - 1/alpha reference")
-    p.add_argument("--b-simple", type=float, help="gradient noise scale to mark on the figures")
+    p.add_argument("--floor", type=finite_float, help="loss floor (default: the table's floor column)")
+    p.add_argument("--alpha", type=finite_float, help="phase-1 tail index, for the 1 - 1/alpha reference")
+    p.add_argument("--b-simple", type=finite_float, help="gradient noise scale to mark on the figures")
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    results = pd.read_csv(a.results)
+    try:
+        results = pd.read_csv(a.results)
+        require_columns(results, ["batch_size", "lr", "seed", "final_val_loss", "diverged"], a.results)
+    except (OSError, ValueError) as e:
+        raise UserError(f"--results: {e}") from None
     floor = a.floor if a.floor is not None else (float(results["floor"].dropna().iloc[0]) if "floor" in results and results["floor"].notna().any() else None)
     res = analyze(results, floor, a.alpha, a.n_boot, a.seed)
     out = Path(a.out)

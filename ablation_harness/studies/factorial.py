@@ -5,7 +5,6 @@
 # %% ../../nbs/13_studies.factorial.ipynb 2
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -30,11 +29,12 @@ from scipy import stats
 
 from ..config import ConfigError, RunConfig, SweepPreset, load_config, set_dotted, validate
 from ..connect4 import COLS, DEFAULT_TEMPERATURE, cached_games, random_boards, split_games, to_padded
-from ..core import atomic_write_json, atomic_write_text, exit_with, guarded, safe_name
+from ..core import CommandParser, atomic_write_json, atomic_write_text, exit_with, guarded, safe_name
 from ..data import DEFAULT_ROOT, ArrayDataset, DataBundle, load_data, register_source, source_options
 from ..metrics.representation import svd_stats
 from ..metrics.trajectory import flatten_params, step_stats
 from ..models import build_model
+from ..registry import EXECUTORS
 from ..plots import register_plot, require_columns, save_figure
 from ..sweep import DIVERGED, COMPLETE, Trial, base_record, failed_record, make_trials, run_sweep
 from ..train import Callback, CheckpointError, Task, evaluate, load_checkpoint, run, save_checkpoint
@@ -83,7 +83,7 @@ def connect4_source(cfg) -> DataBundle:
     tr, va = pack_games(train), pack_games(val)
     meta = {**games.settings, "train_games": len(train), "val_games": len(val),
             "train_positions": int(train.lengths.sum()), "val_positions": int(val.lengths.sum())}
-    return DataBundle(tr, va, None, COLS, tuple(tr.x.shape[1:]), "connect4", "sequence", meta)
+    return DataBundle(tr, va, None, COLS, tuple(tr.x.shape[1:]), "connect4", "policy_value", meta)
 
 # %% ../../nbs/13_studies.factorial.ipynb
 def _targets(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -721,7 +721,7 @@ def redraw(metrics_dir, checkpoint_dir, output_dir, design: Design | None = None
 @guarded
 def factorial_cli(argv=None):
     """factorial: redraw the figures and tables from existing metrics and histories."""
-    p = argparse.ArgumentParser(prog="factorial", description="Redraw the factorial heatmaps, loss and scree grids, summary.csv "
+    p = CommandParser(prog="factorial", description="Redraw the factorial heatmaps, loss and scree grids, summary.csv "
                                 "and the two-way decomposition from existing files (no training).")
     p.add_argument("--metrics-dir", required=True, help="folder with <model>_metrics.csv and <model>_spectrum.csv")
     p.add_argument("--checkpoint-dir", required=True, help="folder with <model>_s<seed>/training_history.json")
@@ -735,7 +735,7 @@ def factorial_cli(argv=None):
 @guarded
 def metrics_cli(argv=None):
     """factorial-metrics: checkpoint metrics of every run."""
-    p = argparse.ArgumentParser(prog="factorial-metrics", description="Weight-trajectory and hidden-state SVD metrics per "
+    p = CommandParser(prog="factorial-metrics", description="Weight-trajectory and hidden-state SVD metrics per "
                                 "checkpoint for every <model>_s<seed> run: writes <model>_metrics.csv and <model>_spectrum.csv.")
     p.add_argument("--checkpoint-dir", required=True, help="folder with <model>_s<seed>/ckpt/epochNNN.pt")
     p.add_argument("--metrics-dir", required=True, help="where the CSV files go")
@@ -751,7 +751,7 @@ def metrics_cli(argv=None):
 @guarded
 def train_all_cli(argv=None):
     """factorial-train-all: train every cell and seed of the factorial preset."""
-    p = argparse.ArgumentParser(prog="factorial-train-all", description="Train every cell and seed of a factorial sweep preset "
+    p = CommandParser(prog="factorial-train-all", description="Train every cell and seed of a factorial sweep preset "
                                 "into OUT_DIR/<study>/<model>_s<seed>/ with the sweep engine (completed trials are skipped).")
     p.add_argument("--out-dir", required=True, help="root of the run directories; sweep records go to OUT_DIR/sweep")
     p.add_argument("--preset", help="sweep/v1 preset with two grid factors (default: packaged configs/factorial.yaml)")
@@ -764,7 +764,7 @@ def train_all_cli(argv=None):
     p.add_argument("--cols", type=int, nargs="+", help="levels of the column factor")
     p.add_argument("--cache-dir", help="game cache root (default ~/.cache/ablation_harness/data)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--executor", choices=["serial", "process", "ray"], default="serial")
+    p.add_argument("--executor", choices=EXECUTORS.names(), default="serial")
     p.add_argument("--workers", type=int, default=2)
     a = p.parse_args(argv)
     preset = customize(load_preset(a.preset), {"train.epochs": a.epochs, "checkpoint.every": a.save_every,

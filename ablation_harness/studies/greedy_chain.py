@@ -30,8 +30,8 @@ from pydantic import Field, ValidationError, field_validator
 from torch import nn
 
 from ..config import ConfigError, RunConfig, Strict, format_error, read_yaml
-from ..core import (UserError, append_jsonl, atomic_write_json, atomic_write_text, exit_with, get_device,
-                                   guarded, now_iso)
+from ..core import (CommandParser, UserError, append_jsonl, atomic_write_json, atomic_write_text, exit_with,
+                                   get_device, guarded, now_iso)
 from ..data import iterate_batches, load_data
 from ..metrics.activations import capture, capture_stream
 from ..metrics.classification import accuracy, confusion, macro_f1, report
@@ -935,7 +935,7 @@ def _train_from_args(a):
 @guarded
 def train_cli(argv=None):
     """greedy-train: train one MLP or GMLP run."""
-    p = argparse.ArgumentParser(prog="greedy-train", description="Train an MLP or a greedy MLP (GMLP) from a greedy_chain "
+    p = CommandParser(prog="greedy-train", description="Train an MLP or a greedy MLP (GMLP) from a greedy_chain "
                                 "YAML config into <out_dir>/<study>/<dataset>_<model>_s<seed>_<timestamp>/; prints the run directory.")
     _config_args(p)
     res, _ = _train_from_args(p.parse_args(argv))
@@ -945,7 +945,7 @@ def train_cli(argv=None):
 @guarded
 def eval_cli(argv=None):
     """greedy-eval: evaluate a run on its test split."""
-    p = argparse.ArgumentParser(prog="greedy-eval", description="Evaluate a trained run on the test split: writes "
+    p = CommandParser(prog="greedy-eval", description="Evaluate a trained run on the test split: writes "
                                 "test_results.json, confusion.npy and class_report.json into the run directory.")
     p.add_argument("--run_dir", required=True, help="a run directory made by greedy-train")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which weights to evaluate (default best)")
@@ -964,7 +964,7 @@ def eval_cli(argv=None):
 # %% ../../nbs/12_studies.greedy_chain.ipynb
 def _plot_parser() -> argparse.ArgumentParser:
     """Arguments of greedy-plot-metrics."""
-    p = argparse.ArgumentParser(prog="greedy-plot-metrics", description="Draw the greedy-chain figures (PNG + CSV) from run directories.")
+    p = CommandParser(prog="greedy-plot-metrics", description="Draw the greedy-chain figures (PNG + CSV) from run directories.")
     p.add_argument("--run_dirs", nargs="+", required=True, help="run directories (or folders holding them)")
     p.add_argument("--out_dir", help="where figures go (default: <first run dir>/figures)")
     p.add_argument("--phase", default="both", choices=["train", "val", "both"], help="split(s) for per-phase figures")
@@ -1033,7 +1033,7 @@ def list_files(root, since: float) -> list[Path]:
 @guarded
 def run_simulation_cli(argv=None):
     """greedy-run-simulation: train, evaluate and draw every figure in one go."""
-    p = argparse.ArgumentParser(prog="greedy-run-simulation", description="Train -> evaluate -> figures for one greedy_chain "
+    p = CommandParser(prog="greedy-run-simulation", description="Train -> evaluate -> figures for one greedy_chain "
                                 "config, then list every file made.")
     _config_args(p)
     p.add_argument("--research_only", action="store_true", help="draw only research_questions.png")
