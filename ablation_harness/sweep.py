@@ -168,6 +168,7 @@ def _die_with_parent() -> None:
 def _worker_main(conn, threads: int) -> None:
     """Worker process: run `(fn, arg)` jobs from `conn` until None, answering `(ok, result or traceback)`."""
     _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops busy workers itself
     set_threads(threads)
     with data_cache():
         while True:
