@@ -66,10 +66,10 @@ def declared_parameters(nb_path) -> list[str]:
     return [] if cell is None else [p.name for p in PythonTranslator.inspect(cell)]
 
 def study_executor(profile: str, executor=None) -> dict:
-    """Executor and workers for a study's runs: `executor`, else the warm process pool at the report and full
-    profiles (smoke keeps each study's own default); `workers` = this machine's cores for a pool or Ray."""
-    executor = executor or (None if profile == "smoke" else "process")
-    return {"executor": executor, "workers": (os.cpu_count() or 1) if executor in ("process", "ray") else None}
+    """`executor` when given (else each study keeps its own default) and, beyond the smoke profile, `workers` =
+    this machine's cores, so a study's process pool or Ray actors get every core at one torch thread each."""
+    workers = None if profile == "smoke" or executor == "serial" else os.cpu_count() or 1
+    return {"executor": executor, "workers": workers}
 
 def study_params(nb_path, profile: str, out_dir, executor=None, extra_params=None) -> dict:
     """Parameters for papermill: profile, out_dir, executor and workers (when declared) and extras; unknown names raise."""

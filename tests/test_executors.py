@@ -119,3 +119,36 @@ def test_ray_dead_actor_fails_its_trial_and_is_replaced(tmp_path, local_ray):
     states = {r["optim.lr"]: r["state"] for r in load_records(tmp_path / "k")}
     assert states == {0.01: COMPLETE, 0.1: FAILED, 0.03: COMPLETE}
     assert len(set(ray_actors(2).pids())) == 2
+
+
+@pytest.mark.parametrize("executor", ["serial", "process"])
+def test_map_jobs_keeps_input_order_and_raises_on_failure(executor):
+    from ablation_harness.sweep import map_jobs
+    assert map_jobs(square, range(7), executor, 2) == [i * i for i in range(7)]
+    with pytest.raises((RuntimeError, ValueError), match="three"):
+        map_jobs(fail_on_3, range(5), executor, 2)
+
+
+def test_report_gives_studies_one_worker_per_core(tmp_path):
+    import os
+
+    import nbformat
+    from ablation_harness.report import study_params
+
+    def notebook(name, params):
+        cell = nbformat.v4.new_code_cell(params)
+        cell.metadata["tags"] = ["parameters"]
+        nb = tmp_path / f"{name}.ipynb"
+        nbformat.write(nbformat.v4.new_notebook(cells=[cell]), str(nb))
+        return nb
+
+    pooled = notebook("pooled", 'profile = "report"\nout_dir = "x"\nexecutor = "serial"\nworkers = 2')
+    single = notebook("single", 'profile = "report"\nout_dir = "x"\nthreads = 1')
+    base = {"out_dir": "o"}
+    cores = os.cpu_count()
+    # a study keeps its own executor (its numbers were made with it) and gets one worker per core
+    assert study_params(pooled, "report", "o") == {**base, "profile": "report", "workers": cores}
+    assert study_params(pooled, "full", "o", executor="ray") == {**base, "profile": "full", "executor": "ray", "workers": cores}
+    assert study_params(pooled, "report", "o", executor="serial") == {**base, "profile": "report", "executor": "serial"}
+    assert study_params(pooled, "smoke", "o") == {**base, "profile": "smoke"}  # smoke: the study's own defaults
+    assert study_params(single, "report", "o") == {**base, "profile": "report"}
