@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
 import json
 import os
 import platform
@@ -156,8 +157,9 @@ def read_jsonl(path) -> list[dict]:
 # %% ../nbs/00_core.ipynb
 LIBS = ("torch", "torchvision", "numpy", "pandas", "scipy", "scikit-learn", "matplotlib", "pydantic")
 
+@functools.cache
 def _version(name: str) -> str | None:
-    """Installed version of a distribution, or None."""
+    """Installed version of a distribution, or None (looked up once per process: the scan costs ~1 ms)."""
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections import Counter, OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from importlib.resources import as_file, files
@@ -22,11 +23,12 @@ from .core import UserError
 from .registry import DATASETS
 
 # %% auto 0
-__all__ = ['SPLITS', 'SOURCES', 'MNIST_SUBSET', 'DEFAULT_ROOT', 'TORCHVISION_SOURCES', 'AUGMENTS', 'ArrayDataset',
-           'iterate_batches', 'DataBundle', 'stratified_split', 'stratified_subset', 'register_source',
-           'source_options', 'raw_bundle', 'mnist_subset', 'digits', 'preserve_global_rng', 'mnist1d',
-           'DataUnavailable', 'torchvision_folder', 'torchvision_split', 'register_torchvision', 'map_inputs',
-           'carve_splits', 'to_float', 'channel_stats', 'load_data', 'make_augment', 'augment_copies']
+__all__ = ['SPLITS', 'SOURCES', 'MNIST_SUBSET', 'DEFAULT_ROOT', 'TORCHVISION_SOURCES', 'CACHE_STATS', 'DATA_CACHE_SIZE',
+           'AUGMENTS', 'ArrayDataset', 'iterate_batches', 'DataBundle', 'stratified_split', 'stratified_subset',
+           'register_source', 'source_options', 'raw_bundle', 'mnist_subset', 'digits', 'preserve_global_rng',
+           'mnist1d', 'DataUnavailable', 'torchvision_folder', 'torchvision_split', 'register_torchvision',
+           'map_inputs', 'carve_splits', 'to_float', 'channel_stats', 'load_data', 'data_cache', 'make_augment',
+           'augment_copies']
 
 # %% ../nbs/02_data.ipynb
 @dataclass
@@ -233,7 +235,7 @@ def channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     dims = [0, *range(2, x.ndim)]
     return x.mean(dims, keepdim=True), x.std(dims, keepdim=True).clamp_min(1e-8)
 
-def load_data(cfg) -> DataBundle:
+def _load(cfg) -> DataBundle:
     """Load the source `cfg.name`, carve validation and subsets by seed, then scale, standardise, flatten."""
     if cfg.name not in SOURCES:
         raise ValueError(f"unknown data set {cfg.name!r}; known: {sorted(SOURCES)}")
@@ -243,6 +245,38 @@ def load_data(cfg) -> DataBundle:
         b = map_inputs(b, lambda x: (x - mean) / std)
         b.meta.update(mean=mean.flatten().tolist(), std=std.flatten().tolist())
     return map_inputs(b, lambda x: x.flatten(1)) if cfg.flatten else b
+
+# %% ../nbs/02_data.ipynb
+_CACHE: OrderedDict | None = None     # data config (JSON) -> bundle, while a `data_cache` block is open
+CACHE_STATS = Counter()               # this process's cache `loads` and `hits`
+DATA_CACHE_SIZE = 4                   # bundles kept (least recently used dropped first)
+
+def load_data(cfg) -> DataBundle:
+    """The bundle of a data config: loaded (see above), or the cached one inside a `data_cache` block."""
+    if _CACHE is None:
+        return _load(cfg)
+    key = cfg.model_dump_json()
+    if key in _CACHE:
+        CACHE_STATS["hits"] += 1
+        _CACHE.move_to_end(key)
+    else:
+        CACHE_STATS["loads"] += 1
+        _CACHE[key] = _load(cfg)
+        while len(_CACHE) > DATA_CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    b = _CACHE[key]
+    return replace(b, meta=dict(b.meta))
+
+@contextmanager
+def data_cache():
+    """Within the block, `load_data` returns the bundle it loaded before for the same config (the last few)."""
+    global _CACHE
+    outer = _CACHE
+    _CACHE = OrderedDict() if outer is None else outer
+    try:
+        yield _CACHE
+    finally:
+        _CACHE = outer
 
 # %% ../nbs/02_data.ipynb
 AUGMENTS = {

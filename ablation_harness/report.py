@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import re
 import shutil
@@ -29,9 +30,10 @@ from .config import ConfigError, check_params
 # %% auto 0
 __all__ = ['PACKAGE_DIR', 'REPO_DIR', 'DATA_DIR', 'NBS_DIR', 'EXP_DIR', 'BOOK_DIR', 'OUT_ROOT', 'PROFILES', 'MANIFEST',
            'HEADLINE', 'PACKAGE_SUFFIXES', 'HASH_SKIP', 'discover_studies', 'study_dir', 'UnknownParameterError',
-           'declared_parameters', 'study_params', 'library_versions', 'notebook_content', 'study_hash', 'read_manifest',
-           'StudyResult', 'cached_result', 'run_study', 'notebook_title', 'reproduce_command', 'summary_page',
-           'provenance_page', 'intro_page', 'assemble_book', 'build_book', 'results_table', 'make_report']
+           'declared_parameters', 'study_executor', 'study_params', 'library_versions', 'notebook_content',
+           'study_hash', 'read_manifest', 'StudyResult', 'cached_result', 'run_study', 'notebook_title',
+           'reproduce_command', 'summary_page', 'provenance_page', 'intro_page', 'assemble_book', 'build_book',
+           'results_table', 'make_report']
 
 # %% ../nbs/20_report.ipynb
 PACKAGE_DIR = Path(ablation_harness.__file__).resolve().parent
@@ -64,14 +66,19 @@ def declared_parameters(nb_path) -> list[str]:
     cell = next((c for c in cells if "parameters" in c.metadata.get("tags", [])), None)
     return [] if cell is None else [p.name for p in PythonTranslator.inspect(cell)]
 
+def study_executor(profile: str, executor=None) -> dict:
+    """`executor` when given (else each study keeps its own default) and, beyond the smoke profile, `workers` =
+    this machine's cores, so a study's process pool or Ray actors get every core at one torch thread each."""
+    workers = None if profile == "smoke" or executor == "serial" else os.cpu_count() or 1
+    return {"executor": executor, "workers": workers}
+
 def study_params(nb_path, profile: str, out_dir, executor=None, extra_params=None) -> dict:
-    """Parameters for papermill: profile, out_dir, executor (when declared) and extras; unknown names raise."""
+    """Parameters for papermill: profile, out_dir, executor and workers (when declared) and extras; unknown names raise."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
     declared = declared_parameters(nb_path)
     params = {"profile": profile, "out_dir": str(out_dir)}
-    if executor is not None and "executor" in declared:
-        params["executor"] = executor
+    params.update({k: v for k, v in study_executor(profile, executor).items() if v is not None and k in declared})
     params.update(extra_params or {})
     unknown = sorted(set(params) - set(declared))
     if unknown:

@@ -5,13 +5,19 @@
 # %% ../nbs/07_sweep.ipynb 2
 from __future__ import annotations
 
+import atexit
+import contextlib
+import ctypes
+import importlib
 import json
 import multiprocessing as mp
 import os
-import queue
+import signal
+import sys
 import time
 import traceback
 from dataclasses import dataclass
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Callable
 
@@ -21,13 +27,15 @@ from tqdm.auto import tqdm
 
 from .config import RunConfig, config_hash, trial_configs
 from .core import atomic_write_text, append_jsonl, read_jsonl, safe_name
+from .data import data_cache
 from .train import quiet, run
 
 # %% auto 0
-__all__ = ['COMPLETE', 'DIVERGED', 'FAILED', 'PENDING', 'DONE', 'EXECUTORS', 'Trial', 'cell_name', 'make_trials', 'trial_dir',
-           'base_record', 'failed_record', 'spectral_summary', 'run_trial', 'load_records', 'trial_states', 'to_run',
-           'set_aside', 'trial_table', 'run_serial', 'threads_per_worker', 'run_process_pool', 'run_ray',
-           'summarize_records', 'run_sweep']
+__all__ = ['COMPLETE', 'DIVERGED', 'FAILED', 'PENDING', 'DONE', 'PRELOAD', 'EXECUTORS', 'Trial', 'cell_name', 'make_trials',
+           'trial_dir', 'base_record', 'failed_record', 'spectral_summary', 'run_trial', 'load_records', 'trial_states',
+           'to_run', 'set_aside', 'trial_table', 'run_serial', 'threads_per_worker', 'set_threads', 'WorkerPool',
+           'process_pool', 'run_process_pool', 'TrialActor', 'RayActors', 'ray_actors', 'ray_imap_unordered', 'run_ray',
+           'shutdown_executors', 'map_jobs', 'summarize_records', 'run_sweep']
 
 # %% ../nbs/07_sweep.ipynb
 COMPLETE, DIVERGED, FAILED, PENDING = "COMPLETE", "DIVERGED", "FAILED", "PENDING"
@@ -132,98 +140,302 @@ def trial_table(trials: list[Trial], records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame([{"run_id": t.run_id, **t.swept, "seed": t.seed, "state": states[t.config_hash]} for t in trials])
 
 # %% ../nbs/07_sweep.ipynb
+PRELOAD = ["ablation_harness.sweep", "ablation_harness.metrics.callbacks", "sklearn.model_selection"]
+
 def run_serial(trials, trial_fn: Callable = run_trial, workers: int = 1, **_):
-    """Run trials one after another in this process."""
-    for t in trials:
-        yield trial_fn(t)
+    """Run trials one after another in this process (torch's own thread count)."""
+    with data_cache():
+        for t in trials:
+            yield trial_fn(t)
 
-def _worker_loop(inbox, outbox, trial_fn, threads: int) -> None:
-    """Worker process: run trials from `inbox` until None, sending records to `outbox`."""
-    torch.set_num_threads(threads)
-    while (trial := inbox.get()) is not None:
-        try:
-            rec = trial_fn(trial)
-        except Exception:
-            rec = failed_record(trial, traceback.format_exc())
-        outbox.put((os.getpid(), rec))
-
-def threads_per_worker(workers: int) -> int:
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
     """Torch threads per worker so that workers x threads <= cores."""
-    return max(1, (os.cpu_count() or 1) // workers)
+    return max(1, (cores or os.cpu_count() or 1) // workers)
 
-def run_process_pool(trials, trial_fn: Callable = run_trial, workers: int = 2, poll: float = 0.2, **_):
-    """Run trials on `workers` watched worker processes; a dead worker's trial is FAILED."""
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["ablation_harness.sweep"])
-    outbox, pending, busy = ctx.Queue(), list(trials)[::-1], {}
-    threads = threads_per_worker(workers)
-
-    def start():
-        inbox = ctx.Queue()
-        p = ctx.Process(target=_worker_loop, args=(inbox, outbox, trial_fn, threads), daemon=True)
-        p.start()
-        return p, inbox
-    procs = [start() for _ in range(min(workers, len(pending)))]
+def set_threads(n: int) -> None:
+    """Limit torch to `n` intra-op threads and, while it can still be set, `n` inter-op threads."""
+    torch.set_num_threads(n)
     try:
-        for p, inbox in procs:
-            busy[p.pid] = pending.pop()
-            inbox.put(busy[p.pid])
-        while busy:
+        torch.set_num_interop_threads(n)
+    except RuntimeError:  # the inter-op pool of this process has already started
+        pass
+
+def _die_with_parent() -> None:
+    """On Linux, have this process killed when its parent (the fork server) exits."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+def _worker_main(conn, threads: int) -> None:
+    """Worker process: run `(fn, arg)` jobs from `conn` until None, answering `(ok, result or traceback)`."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops busy workers itself
+    set_threads(threads)
+    with data_cache():
+        while True:
             try:
-                pid, rec = outbox.get(timeout=poll)
-            except queue.Empty:
-                for i, (p, inbox) in enumerate(procs):
-                    if not p.is_alive() and p.pid in busy:
-                        yield failed_record(busy.pop(p.pid), f"worker process died (exit code {p.exitcode}) during this trial\n")
-                        procs[i] = start()
-                        if pending:
-                            busy[procs[i][0].pid] = pending.pop()
-                            procs[i][1].put(busy[procs[i][0].pid])
-                continue
-            busy.pop(pid, None)
-            yield rec
-            p, inbox = next(pi for pi in procs if pi[0].pid == pid)
-            if pending:
-                busy[pid] = pending.pop()
-                inbox.put(busy[pid])
-    finally:
-        for p, inbox in procs:
-            if p.is_alive():
-                inbox.put(None)
-        for p, _ in procs:
+                job = conn.recv()
+            except EOFError:  # the parent is gone
+                return
+            if job is None:
+                return
+            fn, arg = job
+            try:
+                out = (True, fn(arg))
+            except Exception:
+                out = (False, traceback.format_exc())
+            try:
+                conn.send(out)
+            except Exception:  # e.g. a result that does not pickle
+                conn.send((False, traceback.format_exc()))
+
+# %% ../nbs/07_sweep.ipynb
+class WorkerPool:
+    """Long-lived worker processes forked from a fork server; each runs one job at a time."""
+    def __init__(self, workers: int = 2, threads: int | None = None, preload=()):
+        self.workers, self.threads = workers, threads or threads_per_worker(workers)
+        self.ctx = mp.get_context("forkserver")
+        self.ctx.set_forkserver_preload(list(dict.fromkeys([*PRELOAD, *preload])))  # used when the server starts
+        self.procs: list = []  # [(process, parent end of its pipe)]
+
+    def _start(self) -> tuple:
+        """Start one worker; return (process, connection)."""
+        parent, child = self.ctx.Pipe()
+        p = self.ctx.Process(target=_worker_main, args=(child, self.threads), daemon=True)
+        p.start()
+        child.close()
+        return p, parent
+
+    def ensure(self) -> list:
+        """Drop dead workers and start new ones up to `workers`; the live workers."""
+        self.procs = [(p, c) for p, c in self.procs if p.is_alive()]
+        self.procs += [self._start() for _ in range(self.workers - len(self.procs))]
+        return list(self.procs)
+
+    def pids(self) -> list[int]:
+        """Process ids of the live workers."""
+        return [p.pid for p, _ in self.procs if p.is_alive()]
+
+    def _retire(self, p, c) -> int | None:
+        """Remove a dead or killed worker from the pool; its exit code."""
+        p.join(timeout=5)
+        c.close()
+        self.procs = [(q, d) for q, d in self.procs if q is not p]
+        return p.exitcode
+
+    def imap_unordered(self, fn, items):
+        """Yield `(index, ok, result or error text)` per item as workers finish; a dead worker's item fails."""
+        todo, busy, idle = list(enumerate(items))[::-1], {}, self.ensure()
+        try:
+            while todo or busy:
+                while todo and idle:
+                    p, c = idle.pop()
+                    try:
+                        c.send((fn, todo[-1][1]))
+                    except OSError:  # died while idle: replace it, keep the item
+                        self._retire(p, c)
+                        idle.append(self.ensure()[-1])
+                        continue
+                    busy[c] = (p, todo.pop()[0])
+                wait(list(busy) + [p.sentinel for p, _ in busy.values()])
+                for c, (p, i) in list(busy.items()):
+                    ok, dead = None, False
+                    try:
+                        if c.poll():
+                            ok, value = c.recv()
+                    except (EOFError, OSError):
+                        dead = True
+                    if ok is not None:
+                        del busy[c]
+                        idle.append((p, c))
+                        yield i, ok, value
+                    elif dead or not p.is_alive():
+                        del busy[c]
+                        code = self._retire(p, c)
+                        if todo:
+                            idle.append(self.ensure()[-1])
+                        yield i, False, f"worker process died (exit code {code}) during this trial\n"
+        finally:
+            for c, (p, _) in busy.items():  # stopped early: results still in flight must not reach a later call
+                p.kill()
+                self._retire(p, c)
+
+    def shutdown(self) -> None:
+        """Stop every worker (politely, then by force)."""
+        for p, c in self.procs:
+            try:
+                c.send(None)
+            except OSError:
+                pass
+        for p, c in list(self.procs):
             p.join(timeout=2)
             if p.is_alive():
                 p.kill()
+            self._retire(p, c)
+
+_POOL: WorkerPool | None = None
+
+def process_pool(workers: int = 2, threads: int | None = None, preload=()) -> WorkerPool:
+    """This process's warm pool of `workers` workers (made on first use, remade when the size changes)."""
+    global _POOL
+    threads = threads or threads_per_worker(workers)
+    if _POOL is not None and (_POOL.workers, _POOL.threads) != (workers, threads):
+        _POOL.shutdown()
+        _POOL = None
+    if _POOL is None:
+        _POOL = WorkerPool(workers, threads, preload)
+    return _POOL
+
+def _module_of(fn) -> list[str]:
+    """The module to preload for `fn` (none for functions defined in __main__)."""
+    m = getattr(getattr(fn, "func", fn), "__module__", None)  # a functools.partial: its function's module
+    return [m] if m and m != "__main__" else []
+
+def run_process_pool(trials, trial_fn: Callable = run_trial, workers: int = 2, **_):
+    """Run trials on the warm process pool; a trial whose worker died or raised is FAILED."""
+    trials = list(trials)
+    pool = process_pool(workers, preload=_module_of(trial_fn))
+    for i, ok, value in pool.imap_unordered(trial_fn, trials):
+        yield value if ok else failed_record(trials[i], value)
 
 # %% ../nbs/07_sweep.ipynb
-def run_ray(trials, trial_fn: Callable = run_trial, workers: int = 2, address: str | None = None, **_):
-    """Run trials as Ray tasks, locally or on the cluster at `address`."""
+class TrialActor:
+    """A Ray actor that runs `(fn, arg)` jobs and keeps its imports, threads and data cache between them."""
+    def __init__(self, threads: int, preload=()):
+        set_threads(threads)
+        for m in dict.fromkeys([*PRELOAD, *preload]):
+            importlib.import_module(m)
+        self._cache = contextlib.ExitStack()
+        self._cache.enter_context(data_cache())  # open for the actor's life
+
+    def run(self, fn, arg) -> tuple[bool, object]:
+        """`(True, fn(arg))`, or `(False, traceback)` when it raised."""
+        try:
+            return True, fn(arg)
+        except Exception:
+            return False, traceback.format_exc()
+
+    def pid(self) -> int:
+        """The actor's process id."""
+        return os.getpid()
+
+@dataclass
+class RayActors:
+    """The warm actors of one Ray session."""
+    session: str
+    threads: int
+    preload: list
+    handles: list
+    started: bool = False  # Ray was started here (and is stopped by `shutdown_executors`)
+
+    def make(self):
+        """A new actor."""
+        import ray
+        cls = ray.remote(num_cpus=self.threads, max_restarts=0)(TrialActor)
+        return cls.remote(self.threads, self.preload)
+
+    def replace(self, actor):
+        """Kill `actor` and put a new one in its place; the new one."""
+        import ray
+        ray.kill(actor)
+        new = self.make()
+        self.handles = [new if a == actor else a for a in self.handles]
+        return new
+
+    def pids(self) -> list[int]:
+        """Process ids of the actors."""
+        import ray
+        return ray.get([a.pid.remote() for a in self.handles])
+
+_RAY: RayActors | None = None
+
+def ray_actors(workers: int = 2, address: str | None = None, preload=()) -> RayActors:
+    """This process's warm Ray actors, connecting to `address` or starting a local Ray on first use."""
+    global _RAY
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
     started = not ray.is_initialized()
     if started:
-        kw = {"address": address} if address else {"num_cpus": workers, "_node_ip_address": "127.0.0.1"}
-        ray.init(include_dashboard=False, log_to_driver=False, **kw)
-    threads = threads_per_worker(workers)
+        local = {"num_cpus": max(workers, os.cpu_count() or 1), "_node_ip_address": "127.0.0.1",
+                 "object_store_memory": 2**28}
+        ray.init(include_dashboard=False, log_to_driver=False, **({"address": address} if address else local))
+    session = ray.get_runtime_context().get_job_id()
+    threads = threads_per_worker(workers) if address is None else 1
+    if _RAY is not None and (_RAY.session, _RAY.threads) != (session, threads):
+        if _RAY.session == session:  # same Ray, other thread count: replace the actors
+            started = started or _RAY.started
+            for a in _RAY.handles:
+                ray.kill(a)
+        _RAY = None
+    if _RAY is None:
+        _RAY = RayActors(session, threads, list(preload), [], started)
+    while len(_RAY.handles) > workers:
+        ray.kill(_RAY.handles.pop())
+    _RAY.handles += [_RAY.make() for _ in range(workers - len(_RAY.handles))]
+    return _RAY
 
-    def call(trial):
-        torch.set_num_threads(threads)
-        return trial_fn(trial)
-    remote = ray.remote(num_cpus=1, max_retries=0)(call)
-    refs = {remote.remote(t): t for t in trials}
+def ray_imap_unordered(fn, items, workers: int = 2, address: str | None = None):
+    """Yield `(index, ok, result or error text)` per item as the warm actors finish; a dead actor's item fails."""
+    import ray
+    actors = ray_actors(workers, address, _module_of(fn))
+    todo, busy, idle = list(enumerate(items))[::-1], {}, list(actors.handles)
     try:
-        while refs:
-            ready, _ = ray.wait(list(refs), num_returns=1)
-            trial = refs.pop(ready[0])
+        while todo or busy:
+            while todo and idle:
+                actor, (i, item) = idle.pop(), todo.pop()
+                busy[actor.run.remote(fn, item)] = (actor, i)
+            [ref], _ = ray.wait(list(busy), num_returns=1)
+            actor, i = busy.pop(ref)
             try:
-                yield ray.get(ready[0])
+                ok, value = ray.get(ref)
+                idle.append(actor)
             except ray.exceptions.RayError as e:
-                yield failed_record(trial, f"ray task failed: {e}\n")
+                ok, value = False, f"ray actor failed during this trial: {e}\n"
+                idle.append(actors.replace(actor))
+            yield i, ok, value
     finally:
-        if started:
-            ray.shutdown()
+        for actor, _ in busy.values():  # stopped early: no stale result may reach a later sweep
+            actors.replace(actor)
 
+def run_ray(trials, trial_fn: Callable = run_trial, workers: int = 2, address: str | None = None, **_):
+    """Run trials on warm Ray actors, locally or on the cluster at `address`; a dead actor's trial is FAILED."""
+    trials = list(trials)
+    for i, ok, value in ray_imap_unordered(trial_fn, trials, workers, address):
+        yield value if ok else failed_record(trials[i], value)
+
+def shutdown_executors() -> None:
+    """Stop this process's warm process pool and Ray actors (runs at exit)."""
+    global _POOL, _RAY
+    if _POOL is not None:
+        _POOL.shutdown()
+        _POOL = None
+    if _RAY is not None:
+        import ray
+        if ray.is_initialized():
+            for a in _RAY.handles:
+                ray.kill(a)
+            if _RAY.started:
+                ray.shutdown()
+        _RAY = None
+
+atexit.register(shutdown_executors)
 EXECUTORS = {"serial": run_serial, "process": run_process_pool, "ray": run_ray}
+
+def map_jobs(fn: Callable, items, executor: str = "serial", workers: int = 2, address: str | None = None) -> list:
+    """`[fn(x) for x in items]` on the executor's warm workers, in order; a failed job raises with its traceback."""
+    items = list(items)
+    if executor == "serial":
+        with data_cache():
+            return [fn(x) for x in items]
+    if executor == "process":
+        done = process_pool(workers, preload=_module_of(fn)).imap_unordered(fn, items)
+    else:
+        done = ray_imap_unordered(fn, items, workers, address)
+    results = {}
+    for i, ok, value in done:
+        if not ok:
+            raise RuntimeError(f"job {i} of {len(items)} failed on the {executor} executor:\n{value}")
+        results[i] = value
+    return [results[i] for i in range(len(items))]
 
 # %% ../nbs/07_sweep.ipynb
 def summarize_records(records: list[dict], by: list[str], metric: str = "val/acc", goal: str = "max") -> pd.DataFrame:
