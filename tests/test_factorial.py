@@ -1,5 +1,10 @@
-"""studies.factorial: two-way decomposition, heatmap annotations, CLI redraw, masked loss, checkpoint metrics."""
+"""studies.factorial: two-way decomposition, claim statistics, heatmap annotations, CLI redraw in both layouts,
+masked loss, checkpoint metrics, early stopping."""
+import json
+import os
+import subprocess
 import sys
+from types import SimpleNamespace
 from pathlib import Path
 
 import matplotlib
@@ -14,11 +19,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from ablation_harness.config import RunConfig
+from ablation_harness.core import UserError
 from ablation_harness.models import CNNGRU
-from ablation_harness.train import save_checkpoint
+from ablation_harness.train import run, save_checkpoint
 from ablation_harness.studies.factorial import (
-    MASK, NINE, Design, cell_table, checkpoint_dir_of, customize, factorial_cli, factorial_main, load_preset, masked_loss,
-    masked_metrics, metrics_cli, plot_factorial_heatmaps, run_checkpoint_metrics, train_all, two_way)
+    CONNECT4_TASK, MASK, NINE, WARNINGS, Design, EarlyStop, best_vs_worst, cell_table, checkpoint_dir_of, customize,
+    factor_contrast, factorial_cli, factorial_main, load_preset, masked_loss, masked_metrics, metrics_cli,
+    partial_eta_squared, plot_factorial_heatmaps, read_history, run_checkpoint_metrics, threshold_verdict, train_all,
+    two_way)
 
 
 # ---------------------------------------------------------------- two-way decomposition
@@ -224,12 +232,13 @@ def test_cli_names_missing_files_and_exits_2(tiny_study, tmp_path, capsys, monke
     metrics = tmp_path / "metrics"
     metrics.mkdir()
     for f in (root / "metrics").glob("*.csv"):
-        if f.name != "k3_c4_gru3_spectrum.csv":
+        if f.name != "k3_c4_gru3_metrics.csv":
             (metrics / f.name).write_bytes(f.read_bytes())
     code = factorial_cli(["--metrics-dir", str(metrics), "--checkpoint-dir", str(tmp_path / "nowhere"),
                           "--output-dir", str(tmp_path / "o"), "--preset", str(ckpt / "factorial_preset.yaml")])
     err = capsys.readouterr().err
-    assert code == 2 and "k3_c4_gru3_spectrum.csv" in err and "k3_c2_gru5_s1/training_history.json" in err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "k3_c4_gru3_metrics.csv" in err and "k3_c2_gru5_s1/training_history.json" in err
     assert not (tmp_path / "o").exists()
     # the console-script entry point exits with that code (packaged preset: the 3 x 3 default design)
     script = Path(sys.executable).parent / "factorial"
@@ -239,3 +248,182 @@ def test_cli_names_missing_files_and_exits_2(tiny_study, tmp_path, capsys, monke
     with pytest.raises(SystemExit) as exc:
         factorial_main()
     assert exc.value.code == 2 and "k3_c16_gru8_metrics.csv" in capsys.readouterr().err
+
+
+def test_project_layout_summary_has_convergence_and_flags(tiny_study, tmp_path):
+    root, ckpt, _, _ = tiny_study
+    assert factorial_cli(["--metrics-dir", str(root / "metrics"), "--checkpoint-dir", str(ckpt), "--output-dir", str(tmp_path),
+                          "--patience", "1"]) == 0
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    for _, r in summary.iterrows():
+        h = pd.read_json(ckpt / f"{r['model']}_s{r['seed']}" / "training_history.json")
+        best = h.loc[h["val_loss"].idxmin()]
+        assert r["best_epoch"] == best["epoch"] and r["epochs"] == h["epoch"].max()
+        assert r["passed_minimum"] == (h["epoch"].max() - best["epoch"] >= 1)
+        assert r["gap_at_min"] == pytest.approx(best["val_loss"] - best["train_loss"])
+        assert r["top1_limit"] == 0.30                                           # GRU 3 and 5: nearest listed size is 8
+    assert summary[list(WARNINGS)].dtypes.eq(bool).all()
+
+
+# ---------------------------------------------------------------- the seed's layout, as its users would type it
+
+SEED_MODELS = [(c, h) for c in (16, 64, 256) for h in (8, 32, 128)]
+
+
+def _write_seed_layout(base: Path, epochs: int = 6, skip: str | None = None) -> dict:
+    """The seed's folders under `base`: checkpoints/save_every_3/<model>/training_history.json (train_loss and val_loss
+    lists only) and diagnostics/trajectory_analysis/<model>_metrics.csv (repr_ columns, no seed), with values chosen
+    so that each warning flag fires for exactly one model."""
+    rng = np.random.default_rng(0)
+    expected = {}
+    for i, (c, h) in enumerate(SEED_MODELS):
+        model = f"k3_c{c}_gru{h}"
+        val = list(2.0 - 0.1 * np.arange(epochs) + 0.15 * np.maximum(0, np.arange(epochs) - (1 + i % 4)) ** 1.5)
+        train = list(np.array(val) - 0.05 - (0.6 if model == "k3_c64_gru32" else 0.0))
+        hist = base / "checkpoints" / "save_every_3" / model / "training_history.json"
+        hist.parent.mkdir(parents=True)
+        hist.write_text(json.dumps({"train_loss": train, "val_loss": val, "lr": 1e-3}))
+        top1 = {8: 0.2, 32: 0.1, 128: 0.05}[h] + (0.1 if model == "k3_c256_gru128" else 0.0)
+        norms = np.linspace(100, 2500 if model == "k3_c16_gru8" else 800, epochs)
+        metrics = pd.DataFrame({"epoch": np.arange(1, epochs + 1), "weight_norm": norms,
+                                "step_norm": [np.nan] + list(rng.uniform(1, 2, epochs - 1)),
+                                "relative_step": [np.nan] + list(rng.uniform(0, 0.1, epochs - 1)),
+                                "step_cosine": [np.nan] + list(rng.uniform(0.9, 1, epochs - 1)),
+                                "repr_total_variance": rng.uniform(1, 5, epochs),
+                                **{f"repr_top{k}_ratio": np.full(epochs, top1 / k) for k in (1, 2, 3, 4)}})
+        path = base / "diagnostics" / "trajectory_analysis" / f"{model}_metrics.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if model != skip:
+            metrics.to_csv(path, index=False)
+        best = int(np.argmin(val))
+        expected[model] = {"min_val_loss": min(val), "best_epoch": best + 1, "gap": val[-1] - train[-1],
+                           "passed": epochs - (best + 1) >= 3, "norm": norms[-1], "top1": top1}
+    return expected
+
+
+def _factorial(args, cwd):
+    """The `factorial` console script in a subprocess, importing this checkout."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "MPLBACKEND": "Agg"}
+    script = Path(sys.executable).parent / "factorial"
+    return subprocess.run([sys.executable, str(script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_seed_layout_with_seed_defaults_in_a_subprocess(tmp_path, monkeypatch):
+    expected = _write_seed_layout(tmp_path)
+    proc = _factorial([], tmp_path)                                           # the seed's default folders
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "visualizations"
+    for name in ("factorial_heatmaps.png", "loss_trajectories.png", "representation_scree.png"):
+        assert (out / name).stat().st_size > 5000
+    summary = pd.read_csv(out / "summary.csv").set_index("model")
+    assert sorted(summary.index) == sorted(expected) and (summary["seed"] == 0).all()
+    for model, e in expected.items():
+        r = summary.loc[model]
+        assert r["min_val_loss"] == pytest.approx(e["min_val_loss"]) and r["train_val_gap"] == pytest.approx(e["gap"])
+        assert r["best_epoch"] == e["best_epoch"] and r["passed_minimum"] == e["passed"]
+        assert r["final_weight_norm"] == pytest.approx(e["norm"]) and r["mean_top1_ratio"] == pytest.approx(e["top1"])
+    flagged = {flag: sorted(summary.index[summary[flag]]) for flag in WARNINGS}
+    assert flagged == {"warn_top1_ratio": ["k3_c256_gru128"], "warn_train_val_gap": ["k3_c64_gru32"],
+                       "warn_weight_norm": ["k3_c16_gru8"]}
+    scree = pd.read_csv(out / "representation_scree.csv")                     # no spectrum files: the top-4 ratios
+    assert sorted(scree["k"].unique()) == [1, 2, 3, 4]
+    # the seed's documented command line, with its folders (in process: the subprocess above covered the entry point)
+    (tmp_path / "diagnostics" / "trajectory_analysis").rename(tmp_path / "diagnostics" / "checkpoint_metrics")
+    monkeypatch.chdir(tmp_path)
+    assert factorial_cli(["--metrics-dir", "diagnostics/checkpoint_metrics", "--checkpoint-dir", "checkpoints/save_every_3",
+                          "--output-dir", "visualizations/factorial"]) == 0
+    assert pd.read_csv("visualizations/factorial/summary.csv").equals(pd.read_csv(out / "summary.csv"))
+
+
+def test_seed_layout_missing_file_is_named_in_one_line(tmp_path):
+    _write_seed_layout(tmp_path, skip="k3_c64_gru128")
+    (tmp_path / "checkpoints" / "save_every_3" / "k3_c16_gru32" / "training_history.json").unlink()
+    proc = _factorial([], tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "k3_c64_gru128_metrics.csv" in lines[0] and "k3_c16_gru32/training_history.json" in lines[0]
+    assert not (tmp_path / "visualizations").exists()
+
+
+def test_read_history_accepts_the_seed_format(tmp_path):
+    path = tmp_path / "h.json"
+    path.write_text(json.dumps({"train_loss": [3.0, 2.0], "val_loss": [3.1, 2.5], "config": {"lr": 1}, "best": 2.5}))
+    h = read_history(path)
+    assert h["epoch"].tolist() == [1, 2] and list(h.columns) == ["train_loss", "val_loss", "epoch"]
+    path.write_text(json.dumps({"loss": [1.0]}))
+    with pytest.raises(UserError, match="val_loss"):
+        read_history(path)
+
+
+# ---------------------------------------------------------------- early stopping and the claim statistics
+
+def test_early_stop_stops_after_patience_epochs_without_improvement():
+    cb, trainer = EarlyStop(patience=2), SimpleNamespace(history=[], stop_training=False)
+    cb.on_fit_start(trainer)
+    stopped_at = None
+    for epoch, v in enumerate([3.0, 2.0, 2.5, 1.9, 1.95, 2.1, 1.0], start=1):
+        trainer.history.append({"epoch": epoch, "val/loss": v})
+        cb.on_epoch_end(trainer)
+        if trainer.stop_training:
+            stopped_at = epoch
+            break
+    assert stopped_at == 6                                                    # best at epoch 4, then 2 epochs without
+    with pytest.raises(ValueError):
+        EarlyStop(patience=0)
+
+
+def test_early_stop_in_a_training_run(tmp_path):
+    cfg = RunConfig.model_validate({"model": {"name": "cnn_gru", "channels": 2, "hidden": 3}, "device": "cpu",
+                                    "data": {"name": "connect4", "normalize": False, "root": str(tmp_path / "cache"),
+                                             "options": {"n_games": 6, "depth": 1}},
+                                    "train": {"epochs": 40, "batch_size": 4, "progress": False},
+                                    "optim": {"name": "adam", "lr": 0.05},
+                                    "checkpoint": {"best": False, "last": False},
+                                    "callbacks": [{"name": "factorial_early_stop", "patience": 1}]})
+    res = run(cfg, CONNECT4_TASK, root=tmp_path)
+    vals = [h["val/loss"] for h in res.trainer.history]
+    assert len(vals) < 40 and vals[-1] >= min(vals[:-1])                       # stopped on the first non-improvement
+
+
+def test_best_vs_worst_matches_a_hand_built_tukey_interval():
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame([{"model": f"m{i}", "seed": s, "y": 0.05 * i + rng.normal(0, 0.03)} for i in range(6) for s in range(3)])
+    r = best_vs_worst(df, "y")
+    means = df.groupby("model")["y"].mean()
+    assert (r["best"], r["worst"]) == (means.idxmin(), means.idxmax())
+    mse = df.groupby("model")["y"].var(ddof=1).mean()                           # balanced: pooled variance
+    q = stats.studentized_range.ppf(0.95, 6, len(df) - 6)
+    half = q * np.sqrt(mse / 3)
+    est = means.min() - means.max()
+    assert r["estimate"] == pytest.approx(est) and r["ci"] == pytest.approx([est - half, est + half], rel=1e-4)
+
+
+def test_factor_contrast_matches_least_squares():
+    df = _table(lambda i, j: 0.3 * i + [0.0, -0.2, -0.5][j], seeds=3, noise=0.05, seed=3).rename(
+        columns={"r": "channels", "c": "hidden"})
+    df["model"] = df["channels"].astype(str) + "_" + df["hidden"].astype(str)
+    X = pd.get_dummies(df["model"], dtype=float)                                 # cell-means model
+    y = df["value"].to_numpy()
+    beta, *_ = np.linalg.lstsq(X.to_numpy(), y, rcond=None)
+    dof = len(y) - X.shape[1]
+    mse = np.sum((y - X.to_numpy() @ beta) ** 2) / dof
+    w = np.array([(1 if h == 128 else -1 if h == 8 else 0) / 3 for h in X.columns.str.split("_").str[1].astype(int)])
+    est, se = w @ beta, np.sqrt(mse * w @ np.linalg.inv(X.T.to_numpy() @ X.to_numpy()) @ w)
+    half = stats.t.ppf(0.975, dof) * se
+    r = factor_contrast(df, Design(), "value", "col")
+    assert (r["high"], r["low"], r["dof"]) == (128, 8, dof)
+    assert r["estimate"] == pytest.approx(est) and r["ci"] == pytest.approx([est - half, est + half])
+
+
+@pytest.mark.parametrize("F", [0.3, 2.0, 3.4, 12.0])
+def test_partial_eta_squared_inverts_the_noncentral_f(F):
+    eta, lo, hi = partial_eta_squared(F, 4, 18)
+    assert eta == pytest.approx(F * 4 / (F * 4 + 18))
+    lam = lambda e: e * (4 + 18 + 1) / (1 - e)
+    p = stats.f.sf(F, 4, 18)
+    assert (lo > 0) == (p < 0.025) and (hi > 0) == (p < 0.975)
+    if lo > 0:
+        assert stats.ncf.cdf(F, 4, 18, lam(lo)) == pytest.approx(0.975, abs=1e-6)
+    if hi > 0:
+        assert stats.ncf.cdf(F, 4, 18, lam(hi)) == pytest.approx(0.025, abs=1e-6)
+    assert threshold_verdict([lo, hi], 2.0) == "resolved" and threshold_verdict([0.1, 0.3], 0.2) == "unresolved"

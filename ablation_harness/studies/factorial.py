@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import sys
@@ -26,10 +27,11 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.ticker import FormatStrFormatter, MaxNLocator
 from scipy import stats
+from scipy.optimize import brentq
 
 from ..config import ConfigError, RunConfig, SweepPreset, load_config, set_dotted, validate
 from ..connect4 import COLS, DEFAULT_TEMPERATURE, cached_games, random_boards, split_games, to_padded
-from ..core import CommandParser, atomic_write_json, atomic_write_text, exit_with, guarded, safe_name
+from ..core import CommandParser, UserError, atomic_write_json, atomic_write_text, exit_with, guarded, safe_name
 from ..data import DEFAULT_ROOT, ArrayDataset, DataBundle, load_data, register_source, source_options
 from ..metrics.representation import svd_stats
 from ..metrics.trajectory import flatten_params, step_stats
@@ -37,20 +39,24 @@ from ..models import build_model
 from ..registry import EXECUTORS
 from ..plots import register_plot, require_columns, save_figure
 from ..sweep import DIVERGED, COMPLETE, Trial, base_record, failed_record, make_trials, run_sweep
-from ..train import Callback, CheckpointError, Task, evaluate, load_checkpoint, run, save_checkpoint
+from ..train import (Callback, CheckpointError, Task, evaluate, load_checkpoint, register_callback, run,
+                                    save_checkpoint)
 
 # %% auto 0
 __all__ = ['CONNECT4_OPTIONS', 'POLICY', 'VALUE', 'MASK', 'CONNECT4_TASK', 'FACTOR_LABELS', 'PRESET_FILE', 'HISTORY',
-           'RUN_PATTERN', 'COMPONENTS', 'BOARD_SOURCES', 'NINE', 'factorial_main', 'metrics_main', 'train_all_main',
-           'game_cache_dir', 'pack_games', 'connect4_games', 'connect4_source', 'masked_mean', 'position_losses',
-           'masked_loss', 'masked_metrics', 'n_positions', 'Design', 'load_preset', 'customize', 'write_preset',
-           'macs_per_position', 'factorial_trials', 'history_name', 'history_columns', 'FactorialHistory',
-           'FinalCheckpoint', 'train_trial', 'checkpoint_dir_of', 'train_all', 'list_checkpoints', 'read_run_config',
-           'first_step_hidden', 'hidden_spectrum', 'weight_row', 'board_set', 'run_checkpoint_metrics',
-           'find_model_runs', 'measure_all', 'expected_files', 'check_inputs', 'read_histories', 'read_metric_files',
-           'run_summary', 'cell_table', 'two_way', 'decompose', 'annotation_decimals', 'std_decimals',
-           'plot_factorial_heatmaps', 'plot_loss_grid', 'plot_scree_grid', 'pooled_sd', 'recommend', 'FactorialResults',
-           'load_results', 'draw_all', 'design_for', 'redraw', 'factorial_cli', 'metrics_cli', 'train_all_cli']
+           'RUN_PATTERN', 'COMPONENTS', 'BOARD_SOURCES', 'NINE', 'PATIENCE', 'TOP1_LIMITS', 'WARNINGS', 'GAP_LIMIT',
+           'NORM_LIMIT', 'SEED_DIRS', 'factorial_main', 'metrics_main', 'train_all_main', 'game_cache_dir',
+           'pack_games', 'connect4_games', 'connect4_source', 'masked_mean', 'position_losses', 'masked_loss',
+           'masked_metrics', 'n_positions', 'Design', 'load_preset', 'customize', 'write_preset', 'macs_per_position',
+           'factorial_trials', 'history_name', 'history_columns', 'FactorialHistory', 'FinalCheckpoint', 'EarlyStop',
+           'train_trial', 'checkpoint_dir_of', 'train_all', 'list_checkpoints', 'read_run_config', 'first_step_hidden',
+           'hidden_spectrum', 'weight_row', 'board_set', 'run_checkpoint_metrics', 'find_model_runs', 'measure_all',
+           'expected_files', 'check_inputs', 'read_history', 'read_histories', 'read_metrics_file',
+           'spectrum_from_ratios', 'read_metric_files', 'top1_limit', 'gru_size', 'warning_flags', 'run_summary',
+           'cell_table', 'two_way', 'decompose', 'annotation_decimals', 'std_decimals', 'plot_factorial_heatmaps',
+           'plot_loss_grid', 'plot_scree_grid', 'pooled_sd', 'recommend', 'best_vs_worst', 'factor_contrast',
+           'partial_eta_squared', 'threshold_verdict', 'FactorialResults', 'load_results', 'draw_all', 'design_for',
+           'redraw', 'factorial_cli', 'metrics_cli', 'train_all_cli']
 
 # %% ../../nbs/13_studies.factorial.ipynb
 CONNECT4_OPTIONS = {"n_games": 200, "game_seed": 0, "depth": "default", "temperature": DEFAULT_TEMPERATURE, "mirror": True}
@@ -266,6 +272,28 @@ class FinalCheckpoint(Callback):
         if not path.exists():
             save_checkpoint(path, trainer.model, trainer.optimizer, epoch=e - 1, step=trainer.step)
 
+@register_callback("factorial_early_stop")
+class EarlyStop(Callback):
+    """Stop training when `monitor` (a history key) has not improved for `patience` validations."""
+    def __init__(self, patience: int = 3, monitor: str = "val/loss", mode: str = "min"):
+        if patience < 1 or mode not in ("min", "max"):
+            raise ValueError(f"factorial_early_stop: patience must be >= 1 and mode min|max, got {patience}, {mode!r}")
+        self.patience, self.monitor, self.sign = patience, monitor, 1.0 if mode == "min" else -1.0
+        self.best, self.waited = math.inf, 0
+
+    def on_fit_start(self, trainer):
+        self.best, self.waited = math.inf, 0
+
+    def on_epoch_end(self, trainer):
+        value = trainer.history[-1].get(self.monitor) if trainer.history else None
+        if value is None:
+            return
+        if self.sign * value < self.best:
+            self.best, self.waited = self.sign * value, 0
+        else:
+            self.waited += 1
+        trainer.stop_training = trainer.stop_training or self.waited >= self.patience
+
 # %% ../../nbs/13_studies.factorial.ipynb
 def train_trial(trial: Trial) -> dict:
     """Sweep trial function: train one cell with the masked task; return its results record."""
@@ -278,6 +306,7 @@ def train_trial(trial: Trial) -> dict:
     s = res.summary
     return {**base_record(trial), "model": RUN_PATTERN.match(trial.run_id)["model"], "params": s.get("params"),
             **{k: v for k, v in s.items() if k.startswith(("final/", "best/"))}, "steps": s.get("steps"),
+            "epochs_done": s.get("epochs_done"),
             "wall_time_s": round(time.perf_counter() - t0, 3), "cpu_time_s": round(time.process_time() - c0, 3),
             "state": DIVERGED if res.status == "diverged" else COMPLETE}
 
@@ -364,18 +393,19 @@ def run_checkpoint_metrics(run_dir, boards: torch.Tensor, component: str = "gru"
 
 # %% ../../nbs/13_studies.factorial.ipynb
 def find_model_runs(checkpoint_dir) -> pd.DataFrame:
-    """Run directories `<model>_s<seed>` under `checkpoint_dir` that hold a training_history.json."""
+    """Runs under `checkpoint_dir` holding a training_history.json: `<model>_s<seed>/` (this project) or `<model>/` (the seed's layout, seed 0)."""
     rows = []
-    for p in sorted(Path(checkpoint_dir).glob("*_s*")):
-        m = RUN_PATTERN.match(p.name)
-        if m and (p / HISTORY).exists():
-            rows.append({"model": m["model"], "seed": int(m["seed"]), "run_dir": p})
-    return pd.DataFrame(rows, columns=["model", "seed", "run_dir"])
+    for p in sorted(Path(checkpoint_dir).glob(f"*/{HISTORY}")):
+        m = RUN_PATTERN.match(p.parent.name)
+        rows.append({"model": m["model"], "seed": int(m["seed"]), "run_dir": p.parent, "layout": "project"} if m else
+                    {"model": p.parent.name, "seed": 0, "run_dir": p.parent, "layout": "seed"})
+    runs = pd.DataFrame(rows, columns=["model", "seed", "run_dir", "layout"])
+    return runs.sort_values("layout").drop_duplicates(["model", "seed"]).sort_values(["model", "seed"]).reset_index(drop=True)
 
 def measure_all(checkpoint_dir, metrics_dir, board_source: str = "random", board_count: int = 64,
                 component: str = "gru", board_seed: int = 0, device="cpu") -> list[Path]:
     """Write `<model>_metrics.csv` and `<model>_spectrum.csv` for every model with runs under `checkpoint_dir`."""
-    runs = find_model_runs(checkpoint_dir)
+    runs = find_model_runs(checkpoint_dir).query("layout == 'project'")
     if runs.empty:
         raise FileNotFoundError(f"no run directories <model>_s<seed>/{HISTORY} under {checkpoint_dir}")
     boards_for, written = {}, []
@@ -400,48 +430,113 @@ NINE = {"final_weight_norm": "Weight Norm", "mean_step_norm": "Step Norm", "fina
         "mean_total_variance": "Total Variance", "mean_top1_ratio": "Top-1 Ratio", "min_val_loss": "Min Val Loss",
         "final_val_loss": "Final Val Loss", "train_val_gap": "Train/Val Gap", "val_loss_increase": "Val Loss Increase"}
 
+PATIENCE = 3
+TOP1_LIMITS = {8: 0.30, 32: 0.15, 128: 0.10}
+WARNINGS = {"warn_top1_ratio": "top-1 ratio above the seed's limit for the GRU size (0.30 / 0.15 / 0.10 at 8 / 32 / 128)",
+            "warn_train_val_gap": "final train/val gap above 0.5", "warn_weight_norm": "final weight norm above 2000"}
+GAP_LIMIT, NORM_LIMIT = 0.5, 2000.0
+
+def _metric_seeds(path: Path) -> list[int] | None:
+    """Seeds named by a metrics file (None when it has no seed column, as in the seed's layout)."""
+    cols = pd.read_csv(path, nrows=0).columns
+    return sorted(pd.read_csv(path, usecols=["seed"])["seed"].unique()) if "seed" in cols else None
+
 def expected_files(metrics_dir, checkpoint_dir, design: Design) -> list[Path]:
-    """The input files a redraw needs that are missing (metrics, spectra, one history per seed)."""
-    runs, missing = find_model_runs(checkpoint_dir), []
+    """The input files a redraw needs that are missing: a metrics file per model, a history per seed."""
+    runs, missing, cdir = find_model_runs(checkpoint_dir), [], Path(checkpoint_dir)
+    project = (runs["layout"] == "project").any()
     for model in design.cells()["model"]:
-        for suffix in ("metrics", "spectrum"):
-            if not (f := Path(metrics_dir) / f"{model}_{suffix}.csv").exists():
-                missing.append(f)
         mf = Path(metrics_dir) / f"{model}_metrics.csv"
-        seeds = sorted(pd.read_csv(mf, usecols=["seed"])["seed"].unique()) if mf.exists() else []
+        seeds = _metric_seeds(mf) if mf.exists() else None
+        if not mf.exists():
+            missing.append(mf)
         have = set(runs.loc[runs["model"] == model, "seed"])
-        if not have and not seeds:
-            missing.append(Path(checkpoint_dir) / f"{model}_s<seed>" / HISTORY)
-        missing += [Path(checkpoint_dir) / f"{model}_s{s}" / HISTORY for s in seeds if s not in have]
+        if seeds is None and not project:
+            missing += [] if have else [cdir / model / HISTORY]
+        else:
+            wanted = seeds if seeds is not None else sorted(set(runs["seed"]))
+            missing += [cdir / f"{model}_s{s}" / HISTORY for s in wanted if s not in have]
     return missing
 
-def check_inputs(metrics_dir, checkpoint_dir, design: Design) -> None:
-    """Raise FileNotFoundError naming every expected input file that is missing."""
+def check_inputs(metrics_dir, checkpoint_dir, design: Design, shown: int = 6) -> None:
+    """Raise FileNotFoundError naming the missing input files in one line."""
     missing = expected_files(metrics_dir, checkpoint_dir, design)
     if missing:
-        shown = "\n  ".join(map(str, missing[:30])) + ("\n  ..." if len(missing) > 30 else "")
-        raise FileNotFoundError(f"factorial: {len(missing)} expected file(s) missing "
-                                f"(run factorial-train-all and factorial-metrics first):\n  {shown}")
+        more = f" and {len(missing) - shown} more" if len(missing) > shown else ""
+        raise FileNotFoundError(f"factorial: {len(missing)} input file(s) missing: {', '.join(map(str, missing[:shown]))}"
+                                f"{more} (make them with factorial-train-all and factorial-metrics)")
 
 # %% ../../nbs/13_studies.factorial.ipynb
+def read_history(path) -> pd.DataFrame:
+    """One training_history.json as a per-epoch table: its lists as long as `val_loss`, epochs 1..n when absent."""
+    h = json.loads(Path(path).read_text())
+    if not isinstance(h.get("val_loss"), list) or not isinstance(h.get("train_loss"), list):
+        raise UserError(f"factorial: {path} has no val_loss and train_loss lists")
+    n = len(h["val_loss"])
+    df = pd.DataFrame({k: v for k, v in h.items() if isinstance(v, list) and len(v) == n})
+    return df if "epoch" in df else df.assign(epoch=np.arange(1, n + 1))
+
 def read_histories(checkpoint_dir, design: Design) -> pd.DataFrame:
     """Per-epoch histories of every run of the design: model, factor levels, seed, epoch, losses, accuracies."""
     runs = find_model_runs(checkpoint_dir).merge(design.cells(), on="model")
-    frames = [pd.DataFrame(json.loads((r["run_dir"] / HISTORY).read_text())).assign(
-        **{k: r[k] for k in ("model", "seed", design.row_name, design.col_name)}) for _, r in runs.iterrows()]
+    frames = [read_history(r["run_dir"] / HISTORY).assign(**{k: r[k] for k in ("model", "seed", design.row_name, design.col_name)})
+              for _, r in runs.iterrows()]
     return pd.concat(frames, ignore_index=True)
 
+def read_metrics_file(path, model: str) -> pd.DataFrame:
+    """A `<model>_metrics.csv` of either layout with this project's names: `repr_` prefixes dropped, model set, seed 0 when absent."""
+    df = pd.read_csv(path).rename(columns=lambda c: c.removeprefix("repr_")).assign(model=model)
+    return df if "seed" in df else df.assign(seed=0)
+
+def spectrum_from_ratios(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Spectrum rows (epoch, k, ratio) from the top-k ratio columns of a metrics table."""
+    cols = [c for c in metrics if re.fullmatch(r"top\d+_ratio", c)]
+    long = metrics.melt(id_vars=["model", "seed", "epoch"], value_vars=cols, var_name="k", value_name="ratio")
+    return long.assign(k=long["k"].str.extract(r"(\d+)", expand=False).astype(int))
+
 def read_metric_files(metrics_dir, design: Design, suffix: str = "metrics") -> pd.DataFrame:
-    """All `<model>_<suffix>.csv` of the design as one table with the factor levels."""
-    cells = design.cells()
-    frames = [pd.read_csv(Path(metrics_dir) / f"{m}_{suffix}.csv") for m in cells["model"]]
+    """All `<model>_<suffix>.csv` of the design as one table with the factor levels (spectra fall back on the top-k ratios)."""
+    cells, frames = design.cells(), []
+    for m in cells["model"]:
+        path = Path(metrics_dir) / f"{m}_{suffix}.csv"
+        if suffix == "spectrum" and not path.exists():
+            frames.append(spectrum_from_ratios(read_metrics_file(Path(metrics_dir) / f"{m}_metrics.csv", m)))
+        else:
+            frames.append(read_metrics_file(path, m))
     return pd.concat(frames, ignore_index=True).drop(columns=[design.row_name, design.col_name], errors="ignore").merge(cells, on="model")
 
-def run_summary(history: pd.DataFrame, metrics: pd.DataFrame, design: Design) -> pd.DataFrame:
-    """One row per model and seed: factor levels, the nine metrics, final val accuracy, parameter count."""
+def top1_limit(hidden) -> float:
+    """The seed's acceptable top-1 ratio for a GRU size: that of the nearest size in `TOP1_LIMITS` on a log scale."""
+    if not np.isfinite(hidden) or hidden <= 0:
+        return np.nan
+    sizes = np.array(list(TOP1_LIMITS))
+    return TOP1_LIMITS[int(sizes[np.abs(np.log2(sizes) - np.log2(hidden)).argmin()])]
+
+def gru_size(summary: pd.DataFrame) -> pd.Series:
+    """GRU hidden size per row: the `hidden` column, else the `gru<H>` part of the model name."""
+    if "hidden" in summary:
+        return summary["hidden"].astype(float)
+    return summary["model"].str.extract(r"gru(\d+)", expand=False).astype(float)
+
+def warning_flags(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary with `top1_limit` and the seed's three warning flags (boolean columns, see `WARNINGS`)."""
+    limit = gru_size(summary).map(top1_limit)
+    return summary.assign(top1_limit=limit, warn_top1_ratio=summary["mean_top1_ratio"] > limit,
+                          warn_train_val_gap=summary["train_val_gap"] > GAP_LIMIT,
+                          warn_weight_norm=summary["final_weight_norm"] > NORM_LIMIT)
+
+def _at_best(h: pd.DataFrame) -> pd.Series:
+    """Best epoch, last epoch and the gap at the best epoch of one run's history."""
+    i = h["val_loss"].idxmin()
+    return pd.Series({"best_epoch": h.loc[i, "epoch"], "epochs": h["epoch"].max(),
+                      "gap_at_min": h.loc[i, "val_loss"] - h.loc[i, "train_loss"]})
+
+def run_summary(history: pd.DataFrame, metrics: pd.DataFrame, design: Design, patience: int = PATIENCE) -> pd.DataFrame:
+    """One row per model and seed: factor levels, the nine metrics, convergence, the seed's warning flags."""
     keys = ["model", design.row_name, design.col_name, "seed"]
-    h = history.sort_values("epoch").groupby(keys)
-    m = metrics.sort_values("epoch").groupby(keys)
+    history = history.dropna(subset=["val_loss"]).sort_values("epoch")
+    h = history.groupby(keys)
+    m = metrics.reindex(columns=metrics.columns.union(["n_params"])).sort_values("epoch").groupby(keys)
     out = pd.DataFrame({
         "final_weight_norm": m["weight_norm"].last(), "mean_step_norm": m["step_norm"].mean(),
         "final_step_cosine": m["step_cosine"].last(), "mean_total_variance": m["total_variance"].mean(),
@@ -449,10 +544,12 @@ def run_summary(history: pd.DataFrame, metrics: pd.DataFrame, design: Design) ->
         "final_val_loss": h["val_loss"].last()}).dropna(subset=["min_val_loss"])
     out["train_val_gap"] = out["final_val_loss"] - h["train_loss"].last()
     out["val_loss_increase"] = out["final_val_loss"] - out["min_val_loss"]
-    out["final_val_acc"], out["epochs"] = h["val_acc"].last(), h["epoch"].max()
+    out["final_val_acc"] = h["val_acc"].last() if "val_acc" in history else np.nan
+    out = out.join(h[["epoch", "val_loss", "train_loss"]].apply(_at_best))
+    out["passed_minimum"] = out["epochs"] - out["best_epoch"] >= patience
     out["n_params"], out["checkpoints"] = m["n_params"].last(), m["epoch"].count()
     order = {name: i for i, name in enumerate(design.cells()["model"])}
-    out = out.reset_index()
+    out = warning_flags(out.reset_index())
     return out.iloc[np.lexsort((out["seed"], out["model"].map(order)))].reset_index(drop=True)
 
 def cell_table(summary: pd.DataFrame, design: Design, metrics=tuple(NINE)) -> pd.DataFrame:
@@ -667,6 +764,52 @@ def recommend(summary: pd.DataFrame, design: Design) -> dict:
     return {"best": row(best), "recommended": row(rec), "tolerance": tol, "n_seeds": int(n)}
 
 # %% ../../nbs/13_studies.factorial.ipynb
+def best_vs_worst(summary: pd.DataFrame, metric: str = "min_val_loss", level: float = 0.95) -> dict:
+    """Lowest- and highest-mean cells of a metric and best - worst with its Tukey HSD interval and p-value."""
+    groups = {m: g[metric].to_numpy(float) for m, g in summary.groupby("model", sort=False)}
+    names, means = list(groups), pd.Series({m: v.mean() for m, v in groups.items()})
+    best, worst = means.idxmin(), means.idxmax()
+    res = stats.tukey_hsd(*groups.values())
+    ci, i, j = res.confidence_interval(level), names.index(best), names.index(worst)
+    return {"best": best, "worst": worst, "estimate": float(res.statistic[i, j]),
+            "ci": [float(ci.low[i, j]), float(ci.high[i, j])], "p_value": float(res.pvalue[i, j]),
+            "n_seeds": int(min(len(groups[best]), len(groups[worst])))}
+
+def factor_contrast(summary: pd.DataFrame, design: Design, metric: str, axis: str = "col", level: float = 0.95) -> dict:
+    """Mean at the factor's last level minus its first (averaged over the other factor), pooled-variance t-interval."""
+    f, other = (design.col_name, design.row_name) if axis == "col" else (design.row_name, design.col_name)
+    g = summary.groupby([f, other])[metric]
+    mean, n = g.mean().unstack(), g.count().unstack()
+    resid = summary[metric] - g.transform("mean")
+    dof = len(summary) - mean.size
+    mse = float((resid ** 2).sum() / dof) if dof > 0 else np.nan
+    hi, lo = mean.index.max(), mean.index.min()
+    est = float(mean.loc[hi].mean() - mean.loc[lo].mean())
+    se = np.sqrt(mse * ((1 / n.loc[hi]).sum() + (1 / n.loc[lo]).sum())) / mean.shape[1]
+    half = stats.t.ppf(0.5 + level / 2, dof) * se if dof > 0 else np.nan
+    return {"factor": f, "high": hi, "low": lo, "estimate": est, "ci": [est - half, est + half], "dof": dof}
+
+def partial_eta_squared(F: float, df1: float, df2: float, level: float = 0.95) -> tuple[float, float, float]:
+    """Partial eta squared of an F test and its interval by inverting the noncentral F in its noncentrality."""
+    def bound(q):
+        gap = lambda lam: stats.ncf.cdf(F, df1, df2, lam) - q
+        if not np.isfinite(F) or stats.f.cdf(F, df1, df2) <= q:
+            return 0.0
+        top = max(10.0, 2 * F * df1)
+        while gap(top) > 0:
+            top *= 2
+        return brentq(gap, 0.0, top)
+    to_eta = lambda lam: lam / (lam + df1 + df2 + 1)
+    est = F * df1 / (F * df1 + df2) if np.isfinite(F) else np.nan
+    return float(est), to_eta(bound(0.5 + level / 2)), to_eta(bound(0.5 - level / 2))
+
+def threshold_verdict(ci, limit: float, converged: bool = True) -> str:
+    """'resolved' when the interval lies below `limit`, 'contradicts' when above, else 'unresolved'."""
+    if not converged or ci is None or not all(v is not None and np.isfinite(v) for v in ci):
+        return "unresolved"
+    return "resolved" if ci[1] < limit else "contradicts" if ci[0] > limit else "unresolved"
+
+# %% ../../nbs/13_studies.factorial.ipynb
 @dataclass
 class FactorialResults:
     """Everything read back from files, and the tables derived from it."""
@@ -679,13 +822,13 @@ class FactorialResults:
     decomposition: pd.DataFrame
     effects: pd.DataFrame
 
-def load_results(metrics_dir, checkpoint_dir, design: Design) -> FactorialResults:
+def load_results(metrics_dir, checkpoint_dir, design: Design, patience: int = PATIENCE) -> FactorialResults:
     """Check the inputs, read them and derive the summary, cell means and decompositions."""
     check_inputs(metrics_dir, checkpoint_dir, design)
     history = read_histories(checkpoint_dir, design)
     metrics = read_metric_files(metrics_dir, design, "metrics")
     spectrum = read_metric_files(metrics_dir, design, "spectrum")
-    summary = run_summary(history, metrics, design)
+    summary = run_summary(history, metrics, design, patience)
     decomposition, effects = decompose(summary, design)
     return FactorialResults(design, history, metrics, spectrum, summary, cell_table(summary, design), decomposition, effects)
 
@@ -694,8 +837,9 @@ def draw_all(res: FactorialResults, output_dir) -> dict[str, Path]:
     out, d = Path(output_dir), res.design
     labels = {"row": d.row_name, "col": d.col_name, "row_label": d.label("row"), "col_label": d.label("col")}
     seeds, m = res.summary["seed"].nunique(), res.metrics.iloc[0]
-    title = (f"Factorial sweep: {d.label('row')} x {d.label('col')} (mean ± std over {seeds} seed{'s' * (seeds > 1)}; "
-             f"trajectory on {m['component']} weights, SVD over {m['board_count']} {m['board_source']} boards)")
+    how = (f"; trajectory on {m['component']} weights, SVD over {m['board_count']} {m['board_source']} boards"
+           if {"component", "board_count", "board_source"} <= set(res.metrics) else "")
+    title = f"Factorial sweep: {d.label('row')} x {d.label('col')} (mean ± std over {seeds} seed{'s' * (seeds > 1)}{how})"
     paths = {
         "heatmaps": save_figure(plot_factorial_heatmaps(res.cells, **labels, title=title), out / "factorial_heatmaps.png", res.cells),
         "loss_grid": save_figure(plot_loss_grid(res.history, **labels), out / "loss_trajectories.png", res.history),
@@ -710,26 +854,31 @@ def design_for(preset_path=None, checkpoint_dir=None) -> Design:
     path = preset_path or (saved if saved is not None and saved.exists() else None)
     return Design.from_preset(load_preset(path))
 
-def redraw(metrics_dir, checkpoint_dir, output_dir, design: Design | None = None) -> dict[str, Path]:
+def redraw(metrics_dir, checkpoint_dir, output_dir, design: Design | None = None, patience: int = PATIENCE) -> dict[str, Path]:
     """Figures and tables from existing files, without training."""
-    return draw_all(load_results(metrics_dir, checkpoint_dir, design or design_for(None, checkpoint_dir)), output_dir)
+    design = design or design_for(None, checkpoint_dir)
+    return draw_all(load_results(metrics_dir, checkpoint_dir, design, patience), output_dir)
 
 # %% ../../nbs/13_studies.factorial.ipynb
-#| export
+SEED_DIRS = {"metrics_dir": "diagnostics/trajectory_analysis", "checkpoint_dir": "checkpoints/save_every_3",
+             "output_dir": "visualizations"}
 
-# %% ../../nbs/13_studies.factorial.ipynb
 @guarded
 def factorial_cli(argv=None):
     """factorial: redraw the figures and tables from existing metrics and histories."""
     p = CommandParser(prog="factorial", description="Redraw the factorial heatmaps, loss and scree grids, summary.csv "
-                                "and the two-way decomposition from existing files (no training).")
-    p.add_argument("--metrics-dir", required=True, help="folder with <model>_metrics.csv and <model>_spectrum.csv")
-    p.add_argument("--checkpoint-dir", required=True, help="folder with <model>_s<seed>/training_history.json")
-    p.add_argument("--output-dir", required=True, help="where figures and tables go")
+                                "(with the seed's warning flags) and the two-way decomposition from existing files (no training).")
+    p.add_argument("--metrics-dir", default=SEED_DIRS["metrics_dir"],
+                   help="folder with <model>_metrics.csv (and, optionally, <model>_spectrum.csv) (default: %(default)s)")
+    p.add_argument("--checkpoint-dir", default=SEED_DIRS["checkpoint_dir"], help="folder with <model>_s<seed>/training_history.json "
+                   "or, in the seed's layout, <model>/training_history.json (default: %(default)s)")
+    p.add_argument("--output-dir", default=SEED_DIRS["output_dir"], help="where figures and tables go (default: %(default)s)")
+    p.add_argument("--patience", type=int, default=PATIENCE, help="epochs a run must go on past its best validation loss to "
+                   "count as converged (default: %(default)s)")
     p.add_argument("--preset", help=f"sweep preset naming the factors (default: {PRESET_FILE} in the checkpoint dir, "
                    "else the packaged configs/factorial.yaml)")
     a = p.parse_args(argv)
-    for path in redraw(a.metrics_dir, a.checkpoint_dir, a.output_dir, design_for(a.preset, a.checkpoint_dir)).values():
+    for path in redraw(a.metrics_dir, a.checkpoint_dir, a.output_dir, design_for(a.preset, a.checkpoint_dir), a.patience).values():
         print(path)
 
 @guarded
