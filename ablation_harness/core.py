@@ -178,13 +178,18 @@ def now_iso() -> str:
     """The current UTC time as an ISO-8601 string."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
+@functools.cache
+def _package_sha() -> str | None:
+    """The git sha of the package's tree when this process first asks (the code it runs was imported by then)."""
+    return git_sha(Path(__file__).parent)
+
 def env_info(seed: int | None = None) -> dict:
     """Versions, git sha, host, python and seed for `env.json`."""
     import torch
     return {"ablation_harness": _version("ablation_harness"),
             "libraries": {n: _version(n) for n in LIBS},
             "python": platform.python_version(), "platform": platform.platform(),
-            "host": socket.gethostname(), "git_sha": git_sha(Path(__file__).parent),
+            "host": socket.gethostname(), "git_sha": _package_sha(),
             "seed": seed, "torch_threads": torch.get_num_threads()}
 
 # %% ../nbs/00_core.ipynb

@@ -303,7 +303,8 @@ class TrialActor:
     def __init__(self, threads: int, preload=()):
         set_threads(threads)
         for m in dict.fromkeys([*PRELOAD, *preload]):
-            importlib.import_module(m)
+            with contextlib.suppress(ImportError):  # as the fork server: a module that fails here fails its jobs
+                importlib.import_module(m)
         self._cache = contextlib.ExitStack()
         self._cache.enter_context(data_cache())  # open for the actor's life
 

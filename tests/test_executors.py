@@ -1,4 +1,5 @@
 """Executors: the warm process pool (reuse, data cache, threads, killed workers, early stop) and warm Ray actors."""
+import os
 import sys
 from pathlib import Path
 
@@ -93,6 +94,8 @@ def test_raising_job_and_early_stop_leave_no_stale_results():
 def local_ray(monkeypatch):
     ray = pytest.importorskip("ray")
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    # the local workers inherit the environment: let them import this folder's helper modules
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
              object_store_memory=2**28)
     yield ray
@@ -130,8 +133,6 @@ def test_map_jobs_keeps_input_order_and_raises_on_failure(executor):
 
 
 def test_report_gives_studies_one_worker_per_core(tmp_path):
-    import os
-
     import nbformat
     from ablation_harness.report import study_params
 

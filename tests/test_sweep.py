@@ -13,7 +13,7 @@ import yaml
 
 from ablation_harness.config import SweepPreset, StudyPreset
 from ablation_harness.core import read_jsonl
-from ablation_harness.sweep import COMPLETE, DIVERGED, FAILED, load_records, make_trials, run_sweep
+from ablation_harness.sweep import COMPLETE, DIVERGED, FAILED, load_records, make_trials, run_sweep, shutdown_executors
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _sweep_helpers import kill_self_on_lr_01  # noqa: E402
@@ -72,7 +72,10 @@ def test_process_pool_matches_serial(tmp_path):
 def test_ray_executor_on_a_local_instance(tmp_path):
     pytest.importorskip("ray")
     trials = make_trials(sweep(seeds=(0,)), tmp_path)
-    run_sweep(trials, tmp_path, executor="ray", workers=2, progress=False)
+    try:
+        run_sweep(trials, tmp_path, executor="ray", workers=2, progress=False)
+    finally:
+        shutdown_executors()  # the warm actors and the local Ray this sweep started
     assert [r["state"] for r in load_records(tmp_path)] == [COMPLETE, COMPLETE]
 
 
