@@ -25,7 +25,7 @@ from ablation_harness.train import run, save_checkpoint
 from ablation_harness.studies.factorial import (
     CONNECT4_TASK, MASK, NINE, WARNINGS, Design, EarlyStop, best_vs_worst, cell_table, checkpoint_dir_of, customize,
     factor_contrast, factorial_cli, factorial_main, load_preset, masked_loss, masked_metrics, metrics_cli,
-    partial_eta_squared, plot_factorial_heatmaps, read_history, run_checkpoint_metrics, threshold_verdict, train_all,
+    partial_eta_squared, plot_factorial_heatmaps, read_history, run_checkpoint_metrics, limit_side, train_all,
     two_way)
 
 
@@ -426,4 +426,4 @@ def test_partial_eta_squared_inverts_the_noncentral_f(F):
         assert stats.ncf.cdf(F, 4, 18, lam(lo)) == pytest.approx(0.975, abs=1e-6)
     if hi > 0:
         assert stats.ncf.cdf(F, 4, 18, lam(hi)) == pytest.approx(0.025, abs=1e-6)
-    assert threshold_verdict([lo, hi], 2.0) == "resolved" and threshold_verdict([0.1, 0.3], 0.2) == "unresolved"
+    assert [limit_side(ci, 0.5) for ci in ([0.1, 0.4], [0.6, 0.9], [0.4, 0.6], [None, 0.4])] == ["below", "above", "across", "across"]

@@ -55,8 +55,8 @@ __all__ = ['CONNECT4_OPTIONS', 'POLICY', 'VALUE', 'MASK', 'CONNECT4_TASK', 'FACT
            'spectrum_from_ratios', 'read_metric_files', 'top1_limit', 'gru_size', 'warning_flags', 'run_summary',
            'cell_table', 'two_way', 'decompose', 'annotation_decimals', 'std_decimals', 'plot_factorial_heatmaps',
            'plot_loss_grid', 'plot_scree_grid', 'pooled_sd', 'recommend', 'best_vs_worst', 'factor_contrast',
-           'partial_eta_squared', 'threshold_verdict', 'FactorialResults', 'load_results', 'draw_all', 'design_for',
-           'redraw', 'factorial_cli', 'metrics_cli', 'train_all_cli']
+           'partial_eta_squared', 'limit_side', 'FactorialResults', 'load_results', 'draw_all', 'design_for', 'redraw',
+           'factorial_cli', 'metrics_cli', 'train_all_cli']
 
 # %% ../../nbs/13_studies.factorial.ipynb
 CONNECT4_OPTIONS = {"n_games": 200, "game_seed": 0, "depth": "default", "temperature": DEFAULT_TEMPERATURE, "mirror": True}
@@ -545,7 +545,7 @@ def run_summary(history: pd.DataFrame, metrics: pd.DataFrame, design: Design, pa
     out["train_val_gap"] = out["final_val_loss"] - h["train_loss"].last()
     out["val_loss_increase"] = out["final_val_loss"] - out["min_val_loss"]
     out["final_val_acc"] = h["val_acc"].last() if "val_acc" in history else np.nan
-    out = out.join(h[["epoch", "val_loss", "train_loss"]].apply(_at_best))
+    out = out.join(h[["epoch", "val_loss", "train_loss"]].apply(_at_best).astype({"best_epoch": int, "epochs": int}))
     out["passed_minimum"] = out["epochs"] - out["best_epoch"] >= patience
     out["n_params"], out["checkpoints"] = m["n_params"].last(), m["epoch"].count()
     order = {name: i for i, name in enumerate(design.cells()["model"])}
@@ -803,11 +803,11 @@ def partial_eta_squared(F: float, df1: float, df2: float, level: float = 0.95) -
     est = F * df1 / (F * df1 + df2) if np.isfinite(F) else np.nan
     return float(est), to_eta(bound(0.5 + level / 2)), to_eta(bound(0.5 - level / 2))
 
-def threshold_verdict(ci, limit: float, converged: bool = True) -> str:
-    """'resolved' when the interval lies below `limit`, 'contradicts' when above, else 'unresolved'."""
-    if not converged or ci is None or not all(v is not None and np.isfinite(v) for v in ci):
-        return "unresolved"
-    return "resolved" if ci[1] < limit else "contradicts" if ci[0] > limit else "unresolved"
+def limit_side(ci, limit: float) -> str:
+    """Where an interval lies against a limit: 'below', 'above', or 'across' (including it, or no interval)."""
+    if ci is None or not all(v is not None and np.isfinite(v) for v in ci):
+        return "across"
+    return "below" if ci[1] < limit else "above" if ci[0] > limit else "across"
 
 # %% ../../nbs/13_studies.factorial.ipynb
 @dataclass
