@@ -36,15 +36,15 @@ from ..sweep import Trial, run_trial
 from ..train import CALLBACKS, Callback, register_callback
 
 # %% auto 0
-__all__ = ['CORR_MEANS', 'CORR_MATRICES', 'DIGIT_AUGMENTS', 'AUGMENTATION', 'INVARIANCE', 'INVARIANCE_REFERENCE', 'pair_key',
-           'short_name', 'read_corr_means', 'append_corr_means', 'corr_means_frame', 'save_corr_matrices',
-           'read_corr_matrices', 'LayerCorrelation', 'ConsoleMetrics', 'digit_augment', 'torch_threads',
-           'augmented_views', 'channel_scaler', 'to_pixels', 'to_inputs', 'write_images', 'mean_offdiagonal',
-           'layer_activations', 'layer_scores', 'variance_ratio', 'pick_per_class', 'invariance_scores', 'image_scores',
-           'summarize_invariance', 'intra_matrices', 'AugmentationProbe', 'seed_numbers', 'seed_claim', 'claim_text',
-           'trend', 'feature_signal_trial', 'correlation_table', 'plot_layer_correlation_grid', 'plot_corr_evolution',
-           'images_table', 'plot_augmentation_grid', 'matrix_table', 'plot_intra_correlation', 'plot_invariance',
-           'plot_per_layer_seeds']
+__all__ = ['CORR_MEANS', 'CORR_MATRICES', 'DIGIT_AUGMENTS', 'AUGMENTATION', 'INVARIANCE', 'INVARIANCE_REFERENCE', 'UNSETTLED',
+           'NO_INTERVAL', 'pair_key', 'short_name', 'read_corr_means', 'append_corr_means', 'corr_means_frame',
+           'save_corr_matrices', 'read_corr_matrices', 'LayerCorrelation', 'ConsoleMetrics', 'digit_augment',
+           'torch_threads', 'augmented_views', 'channel_scaler', 'to_pixels', 'to_inputs', 'write_images',
+           'mean_offdiagonal', 'layer_activations', 'layer_scores', 'variance_ratio', 'pick_per_class',
+           'invariance_scores', 'image_scores', 'summarize_invariance', 'intra_matrices', 'AugmentationProbe',
+           'seed_numbers', 'seed_claim', 'claim_text', 'trend', 'feature_signal_trial', 'correlation_table',
+           'plot_layer_correlation_grid', 'plot_corr_evolution', 'images_table', 'plot_augmentation_grid',
+           'matrix_table', 'plot_intra_correlation', 'plot_invariance', 'plot_per_layer_seeds']
 
 # %% ../../nbs/10_studies.feature_signal.ipynb
 CORR_MEANS = "corr_means.json"
@@ -310,16 +310,12 @@ def seed_numbers(run_dir, nxt: str | None = None) -> dict:
             "aug_variance_first": inv.loc[first, "aug_variance"], "aug_variance_last": inv.loc[last, "aug_variance"]}
 
 # %% ../../nbs/10_studies.feature_signal.ipynb
-def seed_claim(id: str, sentence: str, values, unit: str = "", null: float | None = None,
+def seed_claim(id: str, sentence: str, values, unit: str = "", null: float = 0.0,
                converged: bool | None = True, ci_method: str = "t-interval over seeds") -> dict:
-    """A claim from one value per seed: mean, 95% t-interval, and the verdict (effect when `null` is given)."""
+    """A claim from one value per seed: mean, 95% t-interval, resolved when converged and the interval excludes `null`."""
     v = np.asarray(values, float)
     est, lo, hi = stats.t_interval(v)
-    ok = converged is not False
-    if null is None:
-        verdict = "resolved" if ok and math.isfinite(lo) else "unresolved"
-    else:
-        verdict = stats.effect_verdict([lo - null, hi - null], ok)
+    verdict = stats.effect_verdict([lo - null, hi - null], converged is not False)
     return stats.claim(id, sentence, est, [lo, hi], int(np.isfinite(v).sum()), verdict, ci_method, unit,
                        converged=converged)
 
@@ -328,11 +324,16 @@ def claim_text(c: dict) -> str:
     ci = [math.nan if b is None else b for b in c["ci"]]
     return f"{stats.format_estimate(c['estimate'], ci, c['unit'])} ({c['n_seeds']} seeds, {c['verdict']})"
 
+UNSETTLED = "cannot be judged yet (not every run converged)"
+NO_INTERVAL = "cannot be judged (no interval: fewer than two seeds)"
+
 def trend(c: dict, up: str, down: str, flat: str = "does not change beyond the seed noise", null: float = 0.0) -> str:
-    """`up` or `down` for a resolved effect (by the sign of estimate - null), else `flat`."""
-    if c["verdict"] != "resolved":
-        return flat
-    return up if c["estimate"] > null else down
+    """`up` or `down` for a resolved effect (by the sign of estimate - null); else why it is unresolved."""
+    if c["verdict"] == "resolved":
+        return up if c["estimate"] > null else down
+    if c.get("converged") is False:
+        return UNSETTLED
+    return NO_INTERVAL if c["ci"][0] is None else flat
 
 # %% ../../nbs/10_studies.feature_signal.ipynb
 def feature_signal_trial(trial: Trial) -> dict:
