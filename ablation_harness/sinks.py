@@ -24,8 +24,9 @@ def row_tag(row: dict) -> str:
     return "/".join(str(p) for p in parts if p not in (None, ""))
 
 class Sink:
-    """Interface: receive rows, set summary values, flush and close."""
+    """Interface: receive rows, histograms and summary values, flush and close."""
     def write(self, rows: list[dict]) -> None: ...
+    def histogram(self, tag: str, values, step: int) -> None: ...
     def summary(self, values: dict) -> None: ...
     def flush(self) -> None: ...
     def close(self) -> None:
@@ -51,7 +52,7 @@ class JsonlSink(Sink):
 
 # %% ../nbs/06_sinks.ipynb
 class TensorBoardSink(Sink):
-    """Scalars to a TensorBoard event file."""
+    """Scalars and histograms to a TensorBoard event file."""
     def __init__(self, log_dir):
         from torch.utils.tensorboard import SummaryWriter
         self.writer = SummaryWriter(log_dir=str(log_dir))
@@ -59,6 +60,9 @@ class TensorBoardSink(Sink):
     def write(self, rows):
         for r in rows:
             self.writer.add_scalar(row_tag(r), float(r["value"]), int(r.get("step") or 0))
+
+    def histogram(self, tag, values, step):
+        self.writer.add_histogram(tag, values.detach().reshape(-1).cpu(), int(step))
 
     def summary(self, values):
         for k, v in values.items():
@@ -140,6 +144,10 @@ class MultiSink(Sink):
     def write(self, rows):
         for s in self.sinks:
             s.write(rows)
+
+    def histogram(self, tag, values, step):
+        for s in self.sinks:
+            s.histogram(tag, values, step)
 
     def summary(self, values):
         for s in self.sinks:

@@ -1,5 +1,7 @@
-"""studies.feature_signal: correlation callback and its history file, augmentations, invariance, figures."""
+"""studies.feature_signal: correlation callback and its files, the augmentation probe against numpy,
+invariance, figures, and the experiment's seed-named files and claims."""
 import json
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -12,11 +14,17 @@ import matplotlib.pyplot as plt
 
 from ablation_harness.config import RunConfig
 from ablation_harness.core import read_jsonl
+from ablation_harness.data import load_data
+from ablation_harness.stats import read_headline
 from ablation_harness.train import Callback, run
 from ablation_harness.studies.feature_signal import (
-    CORR_MEANS, LayerCorrelation, augmented_views, corr_means_frame, layer_scores, mean_offdiagonal,
-    plot_augmentation_grid, plot_corr_evolution, plot_intra_correlation, plot_invariance,
-    plot_layer_correlation_grid, read_corr_means, summarize_invariance, torch_threads)
+    AUGMENTATION, CORR_MATRICES, CORR_MEANS, INVARIANCE, INVARIANCE_REFERENCE, LayerCorrelation, augmented_views,
+    corr_means_frame, layer_scores, mean_offdiagonal, pick_per_class, plot_augmentation_grid, plot_corr_evolution,
+    plot_intra_correlation, plot_invariance, plot_layer_correlation_grid, plot_per_layer_seeds, read_corr_matrices,
+    read_corr_means, seed_claim, seed_numbers, summarize_invariance, to_inputs, to_pixels, torch_threads, trend,
+    write_images)
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "nbs" / "experiments" / "feature_signal.ipynb"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -67,6 +75,9 @@ def test_self_correlation_has_unit_diagonal_and_matches_numpy(trained):
     d1 = h1.shape[1]
     ref = np.corrcoef(h1.T, h2.T)[:d1, d1:]
     assert np.allclose(cb.last[("body.fc1", "head")].numpy(), ref, atol=1e-4)
+    first, last = read_corr_matrices(res.run_dir.file(CORR_MATRICES))   # the file holds the same matrices
+    assert set(first) == set(last) == set(cb.last)
+    assert all(torch.equal(last[k], cb.last[k]) and torch.equal(first[k], cb.first[k]) for k in cb.last)
 
 
 def test_corr_means_grows_one_entry_per_epoch_and_survives_a_restart(trained):
@@ -196,3 +207,101 @@ def test_intra_invariance_and_augmentation_figures_draw_their_data():
     shown = [ax.images[0].get_array() for ax in fig.axes if ax.images]
     assert len(shown) == 5 and all(np.allclose(s, i[0].numpy()) for s, i in zip(shown, imgs))
     plt.close(fig)
+
+
+@pytest.fixture(scope="module")
+def probed(tmp_path_factory):
+    cfg = RunConfig.model_validate({
+        "study": "fs", "device": "cpu", "seed": 2, "name": "probe",
+        "data": {"name": "mnist", "n_train": 400, "n_val": 200},
+        "model": {"name": "mlp", "width": 16, "depth": 2, "batchnorm": True},
+        "train": {"epochs": 2, "batch_size": 64, "progress": False, "analysis_batch_size": 100},
+        "callbacks": [{"name": "layer_correlation"},
+                      {"name": "augmentation_probe", "n_views": 30, "digits_per_class": 1, "invariance_views": 20}]})
+    return cfg, run(cfg, root=tmp_path_factory.mktemp("probe"))
+
+
+def test_augmentation_probe_matches_numpy_on_regenerated_views(probed):
+    cfg, res = probed
+    d, model = res.run_dir.path, res.trainer.model.eval()
+    data = load_data(cfg.data)
+    img = to_pixels(data.test.x[0], data.meta)
+    views = augmented_views(img, 30, seed=2)                           # the run's seed draws the views
+    aug = np.load(d / AUGMENTATION)
+    assert np.array_equal(aug["views"], (views * 255).round().to(torch.uint8).numpy())
+    assert list(aug["layers"]) == ["body.fc1", "head"] and int(aug["label"]) == int(data.test.y[0])
+    with torch.no_grad():
+        x = to_inputs(views, data.meta)
+        h1 = model.body.fc1(model.body.flat(x)).numpy()
+        h3 = model(x).numpy()
+    assert np.allclose(aug["l1_ff"], np.corrcoef(h1.T), atol=1e-4)     # l1 = fc1, l3 = head (3 Linear layers)
+    assert np.allclose(aug["l3_bb"], np.corrcoef(h3), atol=1e-4)
+    # invariance.csv: digit 0's augmentation variance at the head, recomputed with numpy
+    idx = pick_per_class(data.test.y, 1, 2)
+    ref_idx = pick_per_class(data.test.y, 2, 3)[:20]
+    with torch.no_grad():
+        v0 = model(to_inputs(augmented_views(to_pixels(data.test.x[idx[0]], data.meta), 20, 2), data.meta)).numpy()
+        r = model(data.test.x[ref_idx]).numpy()
+    inv = pd.read_csv(d / INVARIANCE)
+    row = inv[(inv["digit"] == 0) & (inv["layer"] == "head")].iloc[0]
+    assert row["aug_variance"] == pytest.approx(v0.var(0, ddof=1).sum() / r.var(0, ddof=1).sum(), rel=1e-4)
+    assert row["score"] == pytest.approx(np.corrcoef(v0)[~np.eye(20, dtype=bool)].mean(), abs=1e-5)
+    ref = pd.read_csv(d / INVARIANCE_REFERENCE).set_index("layer")["score"]
+    assert ref["head"] == pytest.approx(np.corrcoef(r)[~np.eye(20, dtype=bool)].mean(), abs=1e-5)
+    nums = seed_numbers(d, nxt="body.fc2")
+    assert nums["aug_variance_last"] == pytest.approx(inv[inv["layer"] == "head"]["aug_variance"].mean())
+    evo = corr_means_frame(read_corr_means(d / CORR_MEANS))
+    end = evo[evo["epoch"] == 2].set_index(["layer_i", "layer_j"])["mean_abs_corr"]
+    assert nums["corr_first_last_end"] == pytest.approx(end[("body.fc1", "head")])
+    assert nums["corr_pairs_end"] == pytest.approx(end.mean())
+
+
+def test_write_images_one_png_per_view(tmp_path):
+    from PIL import Image
+    imgs = torch.rand(5, 1, 28, 28)
+    paths = write_images(imgs, tmp_path / "augs", scale=2)
+    assert [p.name for p in paths] == [f"{k}.png" for k in range(1, 6)]
+    with Image.open(paths[0]) as im:
+        assert im.size == (56, 56) and im.mode == "L"
+
+
+def test_seed_claim_verdicts():
+    effect = seed_claim("e", "An effect.", [0.20, 0.25, 0.22], null=0.0)
+    mean, half = np.mean([0.20, 0.25, 0.22]), 4.302652729911275 * np.std([0.20, 0.25, 0.22], ddof=1) / np.sqrt(3)
+    assert effect["estimate"] == pytest.approx(mean) and effect["ci"] == pytest.approx([mean - half, mean + half])
+    assert effect["verdict"] == "resolved" and trend(effect, "up", "down") == "up"
+    noise = seed_claim("n", "Noise.", [0.1, -0.1, 0.05], null=0.0)
+    assert noise["verdict"] == "unresolved" and trend(noise, "up", "down", "flat") == "flat"
+    unconverged = seed_claim("u", "Unconverged.", [0.2, 0.25, 0.22], null=0.0, converged=False)
+    assert unconverged["verdict"] == "unresolved" and "converged" in trend(unconverged, "up", "down", "flat")
+    ratio = seed_claim("r", "A ratio.", [0.30, 0.28, 0.31], null=1.0)
+    assert ratio["verdict"] == "resolved" and trend(ratio, "up", "down", null=1.0) == "down"
+    one = seed_claim("one", "One seed.", [0.9], null=0.0)
+    assert one["verdict"] == "unresolved" and "no interval" in trend(one, "up", "down", "flat")
+
+
+def test_per_layer_seeds_draws_every_seed_and_the_mean():
+    df = pd.DataFrame({"seed": [0, 0, 1, 1], "layer": ["a", "b"] * 2, "v": [1.0, 2.0, 3.0, 6.0]})
+    fig = plot_per_layer_seeds(df, "v", "value")
+    lines = fig.axes[0].get_lines()
+    assert np.allclose(lines[-1].get_ydata(), [2.0, 4.0]) and len(lines) == 3
+    plt.close(fig)
+
+
+def test_experiment_writes_the_seed_file_names_and_claims(tmp_path):
+    import papermill as pm
+    out = tmp_path / "out"
+    pm.execute_notebook(str(NOTEBOOK), str(tmp_path / "fs.ipynb"), cwd=str(tmp_path), progress_bar=False,
+                        kernel_name="python3", parameters={"profile": "smoke", "out_dir": str(out), "n_augmentations": 12})
+    figs = out / "figures"
+    for name in ("l1_ff", "l4_ff", "l1_bb", "l4_bb"):
+        assert (figs / "intra" / f"{name}.png").stat().st_size > 5000
+    assert sorted(p.name for p in (figs / "augs").glob("*.png")) == sorted(f"{k}.png" for k in range(1, 13))
+    assert (figs / "intra_layer_correlation.png").exists() and (figs / "layer_feature_correlation.png").exists()
+    h = read_headline(out / "headline.json")
+    assert h["context"]["seeds"] == [0, 1] and (out / h["context"]["key_figure"]).exists()
+    ids = {c["id"] for c in h["claims"]}
+    assert {"val_accuracy", "corr_first_last_training", "aug_variance_depth"} <= ids
+    assert all(c["n_seeds"] == 2 for c in h["claims"])
+    runs = sorted((out / "sweep" / "feature_signal").iterdir())
+    assert len(runs) == 2 and all((r / "tb").is_dir() for r in runs)

@@ -1,4 +1,7 @@
-"""studies.optimization_insight: sign colours vs thresholds, the raw window recorder, tables and figures."""
+"""studies.optimization_insight: sign colours vs thresholds, the raw window recorder, dead units, TensorBoard
+per-epoch means and gradient histograms, tables and figures."""
+import json
+
 import matplotlib
 import numpy as np
 import pandas as pd
@@ -9,12 +12,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from ablation_harness.config import RunConfig
+from ablation_harness.core import read_jsonl
+from ablation_harness.metrics.activations import capture
+from ablation_harness.metrics.callbacks import GradHistogramsCallback
 from ablation_harness.metrics.gradients import GradientDynamics
 from ablation_harness.runs import load_metrics
 from ablation_harness.train import Callback, run
 from ablation_harness.studies.optimization_insight import (
-    GradSignWindow, SIGN_COLORS, epoch_means, find_callback, grad_table, plot_extrema, plot_grad_metric,
-    plot_sign_map, plot_sign_window, resolve_dataset, sign_categories, sign_rgb, window_span)
+    DEAD_UNITS, GradSignWindow, PlateauStop, SIGN_COLORS, WINDOW, dead_unit_counts, epoch_means, find_callback, grad_table,
+    logged_epoch_means, plot_extrema, plot_grad_metric, plot_sign_map, plot_sign_window, read_window,
+    resolve_dataset, seed_numbers, sign_categories, sign_rgb, window_span)
 
 TH = 1e-5
 WHITE, RED, GREEN, GREY = SIGN_COLORS
@@ -91,9 +98,12 @@ def tracked(tmp_path_factory):
         "data": {"name": "digits", "n_train": 256, "n_val": 128},
         "model": {"name": "mlp", "width": 16, "depth": 2},
         "train": {"epochs": 2, "batch_size": 64, "progress": False},
-        "callbacks": [{"name": "grad_dynamics", "every": 1, "sign_bins": 8},
+        "sinks": {"tensorboard": True},
+        "callbacks": [{"name": "grad_dynamics", "every": 1, "sign_bins": 8, "epoch_means": True},
+                      {"name": "grad_histograms", "every": 3},
                       {"name": "grad_sign_window", "param": "body.fc1.weight", "size": 64, "candidates": 3,
-                       "align": 64}]})
+                       "align": 64},
+                      {"name": "dead_units", "linear": "body.fc1", "inputs": "body.flat", "units": "body.relu1"}]})
     full = FullGrad("body.fc1.weight")
     res = run(cfg, extra_callbacks=[full], root=tmp_path_factory.mktemp("oi"))
     return res, full
@@ -110,12 +120,96 @@ def test_window_recorder_copies_the_gradient_and_picks_the_densest(tracked):
     assert win.densest(TH) == int(np.argmax(counts))
     assert window_span(res.trainer.model, "body.fc1.bias", 0, 16, ["body.fc1", "body.fc2", "head"],
                        [64 * 16 + 16, 16 * 16 + 16, 16 * 10 + 10]) == (0, 1024 / 1040, 1.0)
+    saved = read_window(res.run_dir.path / WINDOW)      # the densest window, as the run directory keeps it
+    k = win.densest(TH)
+    assert saved["start"] == win.starts[k] and saved["param"] == "body.fc1.weight"
+    assert np.array_equal(saved["values"], G[:, win.starts[k]:win.starts[k] + 64])
+    assert list(saved["steps"]) == win.steps
+
+
+def test_tensorboard_holds_epoch_means_and_gradient_histograms(tracked):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    res, full = tracked
+    assert GradHistogramsCallback().every == 30                      # the seed's default: every 30 batches
+    ea = EventAccumulator(str(res.run_dir.path / "tb"), size_guidance={"scalars": 0, "histograms": 0})
+    ea.Reload()
+    # per-epoch means: one point per epoch at its last step (256 images / 64 = 4 steps per epoch), equal to the
+    # mean of the per-step rows of that epoch in metrics.jsonl
+    rows = pd.DataFrame(read_jsonl(res.run_dir.path / "metrics.jsonl"))
+    steps = rows[rows["split"] == "train"]
+    for metric, layer in [("zero_count", None), ("frac_released", "body.fc1"), ("update_norm", "head")]:
+        tag = f"epoch_mean/grad/{metric}" + (f"/{layer}" if layer else "")
+        events = ea.Scalars(tag)
+        assert [e.step for e in events] == [4, 8]
+        sub = steps[(steps["metric"] == f"grad/{metric}") & (steps["layer"].isna() if layer is None else steps["layer"] == layer)]
+        expect = sub.groupby("epoch")["value"].mean().to_numpy()
+        assert np.allclose([e.value for e in events], expect, rtol=1e-6)
+    # histograms: every parameter's gradient at steps 3 and 6 (8 steps in all), matching the gradient itself
+    params = [n for n, _ in res.trainer.model.named_parameters()]
+    assert set(ea.Tags()["histograms"]) == {f"grad/{n}" for n in params}
+    hist = ea.Histograms("grad/body.fc1.weight")
+    assert [h.step for h in hist] == [3, 6]
+    for h in hist:
+        g = full.g[h.step - 1].double()
+        v = h.histogram_value
+        assert v.num == g.numel() and v.sum == pytest.approx(g.sum().item(), abs=1e-6)
+        assert (v.min, v.max) == pytest.approx((g.min().item(), g.max().item()), rel=1e-6)
+
+
+def test_logged_epoch_means_match_the_per_step_rows(tracked):
+    res, _ = tracked
+    m = load_metrics(res.run_dir.path)
+    grads = grad_table(m)
+    assert set(grads["step"]) == set(range(1, 9))                    # per-step rows only, no epoch means
+    for metric in ("zero_count", "frac_flipped"):
+        a = logged_epoch_means(m, metric).sort_values(["epoch", "layer"]).reset_index(drop=True)
+        b = epoch_means(grads, metric).sort_values(["epoch", "layer"]).reset_index(drop=True)
+        assert a[["epoch", "layer"]].equals(b[["epoch", "layer"]]) and np.allclose(a["value"], b["value"])
+
+
+def test_dead_units_predict_the_exact_zeros_of_the_gradient():
+    g = torch.Generator().manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    x = torch.randn(16, 6, generator=g).relu()
+    x[:, [1, 4]] = 0                                                  # two inputs dead for the whole batch
+    with torch.no_grad():
+        net[0].bias[[0, 3]] = -100.0                                  # two units dead for every sample ...
+        net[0].bias[[1, 2, 4]] = 100.0                                # ... and three alive for every sample
+    torch.nn.functional.cross_entropy(net(x), torch.randint(0, 3, (16,), generator=g)).backward()
+    measured = int((net[0].weight.grad == 0).sum() + (net[0].bias.grad == 0).sum())
+    acts = capture(net, x, ["1"])
+    counts = dead_unit_counts(x, acts["1"])
+    assert (counts["dead_units"], counts["dead_inputs"], counts["dead_unit_ids"]) == (2, 2, [0, 3])
+    assert counts["predicted_zero_grads"] == measured == 2 * 7 + 2 * 3
+
+
+def test_seed_numbers_from_the_run_directory(tracked):
+    res, _ = tracked
+    d = res.run_dir.path
+    nums = seed_numbers(d)
+    rows = pd.DataFrame(read_jsonl(d / "metrics.jsonl"))
+    model = rows[(rows["split"] == "train") & rows["layer"].isna()]
+    last = model[model["epoch"] == model["epoch"].max()]
+    params = sum(p.numel() for p in res.trainer.model.parameters())
+    assert nums["params"] == params and nums["steps"] == 8 and nums["epochs"] == 2
+    assert nums["zero_share"] == pytest.approx(last[last["metric"] == "grad/zero_count"]["value"].mean() / params)
+    rel = model[model["metric"] == "grad/frac_released"]
+    assert nums["released_mean"] == pytest.approx(rel["value"].mean())
+    assert nums["released_first_epoch"] == pytest.approx(rel[rel["epoch"] == 0]["value"].mean())
+    dead = json.loads((d / DEAD_UNITS).read_text())
+    fc1_zeros = rows[(rows["metric"] == "grad/zero_count") & (rows["layer"] == "body.fc1") & (rows["step"] == 8)
+                     & (rows["split"] == "train")]["value"].item()
+    assert nums["layer_zero_grads"] == fc1_zeros
+    assert nums["zeros_explained"] == pytest.approx(dead["predicted_zero_grads"] / max(fc1_zeros, 1.0))
+    val = rows[(rows["split"] == "val") & (rows["metric"] == "loss")]["value"].tolist()
+    assert nums["val_loss"] == pytest.approx(val) and len(val) == 2
 
 
 def test_grad_table_and_epoch_means_against_pandas(tracked):
     res, _ = tracked
     raw = load_metrics(res.run_dir.path)
     grads = grad_table(raw)
+    raw = raw[raw["split"] == "train"]                               # the per-step rows (not the epoch means)
     zc = raw[(raw["metric"] == "grad/zero_count") & raw["layer"].isna()]
     mine = grads[(grads["metric"] == "zero_count") & (grads["layer"] == "model")]
     assert np.array_equal(mine["value"].to_numpy(), zc["value"].to_numpy())
@@ -152,3 +246,19 @@ def test_resolve_dataset_uses_cifar_only_when_on_disk(tmp_path):
     assert resolve_dataset("auto", root=str(tmp_path)) == "mnist"
     (tmp_path / "cifar-10-batches-py").mkdir()
     assert resolve_dataset("auto", root=str(tmp_path)) == "cifar10"
+
+
+def test_plateau_stop_ends_training_at_the_first_plateau(tmp_path):
+    from ablation_harness.stats import plateaued
+    cfg = RunConfig.model_validate({
+        "study": "oi", "device": "cpu", "seed": 0, "name": "stop",
+        "data": {"name": "digits", "n_train": 256, "n_val": 128},
+        "model": {"name": "mlp", "width": 16, "depth": 1}, "optim": {"lr": 0.05},
+        "train": {"epochs": 40, "batch_size": 64, "progress": False},
+        "callbacks": [{"name": "plateau_stop", "window": 2, "rel_tol": 0.05}]})
+    res = run(cfg, root=tmp_path)
+    losses = [h["val/loss"] for h in res.trainer.history]
+    assert res.status == "complete" and 3 <= len(losses) < 40           # stopped early, and completed
+    assert plateaued(losses, 2, 0.05)                                   # at a plateau ...
+    assert not any(plateaued(losses[:k], 2, 0.05) for k in range(1, len(losses)))   # ... the first one
+    assert find_callback(res.trainer, PlateauStop).losses == losses

@@ -19,8 +19,8 @@ from .spectral import spectral_stats
 from ..train import Callback, Schedule, register_callback
 
 # %% auto 0
-__all__ = ['make_schedule', 'ScheduledCallback', 'SpectralCallback', 'GradDynamicsCallback', 'RepresentationCallback',
-           'ClassificationCallback']
+__all__ = ['make_schedule', 'ScheduledCallback', 'SpectralCallback', 'GradDynamicsCallback', 'GradHistogramsCallback',
+           'RepresentationCallback', 'ClassificationCallback']
 
 # %% ../../nbs/05g_metrics.callbacks.ipynb
 def make_schedule(default: dict, **given) -> Schedule:
@@ -82,14 +82,15 @@ class GradDynamicsCallback(Callback):
     """Gradient-dynamics counters per layer at scheduled steps, plus the binned gradient-sign summary."""
 
     def __init__(self, every: int | None = None, log_spaced: bool | None = None, zero_threshold: float = 1e-7,
-                 small_threshold: float = 1e-5, ema_decay: float = 0.9, sign_bins: int = 32):
+                 small_threshold: float = 1e-5, ema_decay: float = 0.9, sign_bins: int = 32, epoch_means: bool = False):
         self.schedule = make_schedule({"every": 50}, every=every, log_spaced=log_spaced)
         self.options = dict(zero_threshold=zero_threshold, small_threshold=small_threshold, ema_decay=ema_decay)
-        self.sign_bins = sign_bins
+        self.sign_bins, self.epoch_means = sign_bins, epoch_means
 
     def on_fit_start(self, trainer):
         self.tracker = GradientDynamics(trainer.model, **self.options)
         self.sign_steps, self.signs = [], []
+        self.sums: dict[tuple, list] = {}  # (layer, metric) -> [sum, count] over the epoch's tracked steps
 
     def on_after_backward(self, trainer):
         step = trainer.step + 1
@@ -97,6 +98,11 @@ class GradDynamicsCallback(Callback):
             stats = self.tracker.update()
             trainer.log_many([{"step": step, "metric": f"grad/{k}", "layer": layer, "value": v}
                               for layer, m in stats.items() for k, v in m.items()])
+            if self.epoch_means:
+                for layer, m in stats.items():
+                    for k, v in m.items():
+                        acc = self.sums.setdefault((layer, k), [0.0, 0])
+                        acc[0], acc[1] = acc[0] + v, acc[1] + 1
             if self.sign_bins:
                 self.sign_steps.append(step)
                 self.signs.append(self.tracker.sign_summary(self.sign_bins).cpu())
@@ -104,7 +110,10 @@ class GradDynamicsCallback(Callback):
             self.tracker.snapshot()
 
     def on_epoch_end(self, trainer):
-        self._write_signs(trainer)
+        if self.sums:
+            trainer.log_many([{"split": "epoch_mean", "metric": f"grad/{k}", "layer": layer, "value": total / n}
+                              for (layer, k), (total, n) in self.sums.items()])
+            self.sums.clear()
 
     def on_fit_end(self, trainer):
         self._write_signs(trainer)
@@ -116,6 +125,21 @@ class GradDynamicsCallback(Callback):
                 "layers": self.tracker.layers, "bins": self.sign_bins, "steps": self.sign_steps,
                 "channels": ["large", "small_negative", "small_positive"],
                 "fractions": torch.stack(self.signs).round(decimals=4)})
+
+# %% ../../nbs/05g_metrics.callbacks.ipynb
+@register_callback("grad_histograms")
+class GradHistogramsCallback(Callback):
+    """A histogram of every parameter's gradient every `every` optimizer steps, to the trainer's sinks."""
+
+    def __init__(self, every: int = 30):
+        self.every = every
+
+    def on_after_backward(self, trainer):
+        step = trainer.step + 1
+        if step % self.every == 0:
+            for name, p in trainer.model.named_parameters():
+                if p.grad is not None:
+                    trainer.sinks.histogram(f"grad/{name}", p.grad, step)
 
 # %% ../../nbs/05g_metrics.callbacks.ipynb
 @register_callback("representation")

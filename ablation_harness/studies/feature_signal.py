@@ -5,7 +5,10 @@
 # %% ../../nbs/10_studies.feature_signal.ipynb 2
 from __future__ import annotations
 
+import io
 import json
+import math
+import time
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,25 +19,32 @@ import pandas as pd
 import torch
 from matplotlib.colors import Normalize
 from matplotlib.ticker import MaxNLocator
+from PIL import Image
 from torchvision.transforms import v2
 
-from ..core import atomic_write_json
-from ..data import augment_copies, make_augment
+from .. import stats
+from ..core import atomic_write_bytes, atomic_write_json
+from ..data import augment_copies, load_data, make_augment
 from ..metrics.activations import capture
 import ablation_harness.metrics.callbacks  # registers the `classification` callback
 from ..metrics.classification import classification_metrics
-from ..metrics.representation import (cross_correlation_means, layer_cross_correlations,
+from ..metrics.representation import (cross_correlation_means, feature_correlation, layer_cross_correlations,
                                                      sample_correlation)
 from ..plots import register_plot, require_columns
+from ..runs import load_metrics
+from ..sweep import Trial, run_trial
 from ..train import CALLBACKS, Callback, register_callback
 
 # %% auto 0
-__all__ = ['CORR_MEANS', 'DIGIT_AUGMENTS', 'pair_key', 'short_name', 'read_corr_means', 'append_corr_means', 'corr_means_frame',
-           'LayerCorrelation', 'ConsoleMetrics', 'digit_augment', 'torch_threads', 'augmented_views', 'channel_scaler',
-           'to_pixels', 'to_inputs', 'mean_offdiagonal', 'layer_scores', 'pick_per_class', 'invariance_scores',
-           'image_scores', 'summarize_invariance', 'correlation_table', 'plot_layer_correlation_grid',
-           'plot_corr_evolution', 'images_table', 'plot_augmentation_grid', 'matrix_table', 'plot_intra_correlation',
-           'plot_invariance']
+__all__ = ['CORR_MEANS', 'CORR_MATRICES', 'DIGIT_AUGMENTS', 'AUGMENTATION', 'INVARIANCE', 'INVARIANCE_REFERENCE', 'UNSETTLED',
+           'NO_INTERVAL', 'pair_key', 'short_name', 'read_corr_means', 'append_corr_means', 'corr_means_frame',
+           'save_corr_matrices', 'read_corr_matrices', 'LayerCorrelation', 'ConsoleMetrics', 'digit_augment',
+           'torch_threads', 'augmented_views', 'channel_scaler', 'to_pixels', 'to_inputs', 'write_images',
+           'mean_offdiagonal', 'layer_activations', 'layer_scores', 'variance_ratio', 'pick_per_class',
+           'invariance_scores', 'image_scores', 'summarize_invariance', 'intra_matrices', 'AugmentationProbe',
+           'seed_numbers', 'seed_claim', 'claim_text', 'trend', 'feature_signal_trial', 'correlation_table',
+           'plot_layer_correlation_grid', 'plot_corr_evolution', 'images_table', 'plot_augmentation_grid',
+           'matrix_table', 'plot_intra_correlation', 'plot_invariance', 'plot_per_layer_seeds']
 
 # %% ../../nbs/10_studies.feature_signal.ipynb
 CORR_MEANS = "corr_means.json"
@@ -60,12 +70,31 @@ def append_corr_means(path, entry: dict) -> list[dict]:
     return entries
 
 # %% ../../nbs/10_studies.feature_signal.ipynb
+def _layer_order(pairs) -> list[str]:
+    """Layers in order of first appearance in (i, j) pairs."""
+    return list(dict.fromkeys(n for p in pairs for n in p))
+
 def corr_means_frame(entries: Sequence[dict]) -> pd.DataFrame:
     """Tidy table of a correlation history: one row per entry and layer pair."""
     rows = [{"index": e.get("index", k), "epoch": e["epoch"], "step": e["step"], "event": e["event"],
              "layer_i": key.split("|")[0], "layer_j": key.split("|")[1], "mean_abs_corr": v}
             for k, e in enumerate(entries) for key, v in e["means"].items()]
     return pd.DataFrame(rows, columns=["index", "epoch", "step", "event", "layer_i", "layer_j", "mean_abs_corr"])
+
+# %% ../../nbs/10_studies.feature_signal.ipynb
+CORR_MATRICES = "corr_matrices.pt"
+
+def save_corr_matrices(path, first: Mapping, last: Mapping) -> Path:
+    """Save the first and the last analysis' matrices ({(i, j): tensor}) atomically as one torch file."""
+    buf = io.BytesIO()
+    torch.save({name: {pair_key(*k): m.cpu() for k, m in mats.items()} for name, mats in
+                (("first", first), ("last", last))}, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+def read_corr_matrices(path) -> tuple[dict, dict]:
+    """The (first, last) matrices of `save_corr_matrices`, keyed by layer pair (i, j)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return tuple({tuple(k.split("|")): m for k, m in state[name].items()} for name in ("first", "last"))
 
 # %% ../../nbs/10_studies.feature_signal.ipynb
 @register_callback("layer_correlation")
@@ -98,6 +127,8 @@ class LayerCorrelation(Callback):
     def on_fit_end(self, trainer):
         if trainer.status == "complete":
             self.analyse(trainer, "fit_end", len(trainer.history))
+            if trainer.run_dir is not None:
+                save_corr_matrices(trainer.run_dir.path / CORR_MATRICES, self.first, self.last)
 
 # %% ../../nbs/10_studies.feature_signal.ipynb
 @register_callback("console_metrics")
@@ -152,16 +183,37 @@ def to_inputs(x: torch.Tensor, meta: Mapping) -> torch.Tensor:
     return (x.cpu() - mean) / std
 
 # %% ../../nbs/10_studies.feature_signal.ipynb
+def write_images(images: torch.Tensor, folder, scale: int = 6) -> list[Path]:
+    """Save [n, 1, H, W] images with values in [0, 1] as folder/1.png ... folder/n.png."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, img in enumerate(images.cpu(), start=1):
+        a = (img[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        im = Image.fromarray(a).resize((a.shape[1] * scale, a.shape[0] * scale), Image.BICUBIC)
+        buf = io.BytesIO()
+        im.save(buf, format="PNG", compress_level=1)
+        paths.append(atomic_write_bytes(folder / f"{k}.png", buf.getvalue()))
+    return paths
+
+# %% ../../nbs/10_studies.feature_signal.ipynb
 def mean_offdiagonal(c: torch.Tensor) -> float:
     """Signed mean of the off-diagonal entries of a square matrix."""
     n = c.shape[0]
     return ((c.sum() - c.diagonal().sum()) / max(n * n - n, 1)).item()
 
+def layer_activations(model, x: torch.Tensor, layers: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    """The flattened input and every captured layer output (eval mode) for inputs `x`."""
+    device = next(model.parameters()).device
+    return {"input": x.reshape(x.shape[0], -1).to(device), **capture(model, x.to(device), layers)}
+
 def layer_scores(model, x: torch.Tensor, layers: Sequence[str] | None = None) -> dict[str, float]:
     """Mean off-diagonal sample x sample correlation of the input and of every layer, for inputs `x`."""
-    device = next(model.parameters()).device
-    acts = {"input": x.reshape(x.shape[0], -1).to(device), **capture(model, x.to(device), layers)}
-    return {name: mean_offdiagonal(sample_correlation(a)) for name, a in acts.items()}
+    return {name: mean_offdiagonal(sample_correlation(a)) for name, a in layer_activations(model, x, layers).items()}
+
+def variance_ratio(views: torch.Tensor, reference_var: torch.Tensor) -> float:
+    """Total variance across views [m, d] over the total variance across images (`reference_var`: per feature)."""
+    return (views.var(0).sum() / reference_var.sum()).item()
 
 def pick_per_class(labels: torch.Tensor, per_class: int, seed: int = 0) -> torch.Tensor:
     """Indices of `per_class` randomly chosen samples of every class, sorted by class."""
@@ -171,13 +223,17 @@ def pick_per_class(labels: torch.Tensor, per_class: int, seed: int = 0) -> torch
                       for c in labels.unique() for idx in [torch.nonzero(labels == c).flatten()]])
 
 def invariance_scores(model, images: torch.Tensor, labels: torch.Tensor, meta: Mapping, n_views: int,
-                      seed: int = 0, layers: Sequence[str] | None = None) -> pd.DataFrame:
-    """Invariance score per digit and layer: tidy rows (digit, label, layer, score)."""
+                      seed: int = 0, layers: Sequence[str] | None = None,
+                      reference: torch.Tensor | None = None) -> pd.DataFrame:
+    """Per digit and layer: tidy rows (digit, label, layer, score[, aug_variance against `reference` images])."""
+    ref_var = ({n: a.var(0) for n, a in layer_activations(model, reference, layers).items()}
+               if reference is not None else None)
     rows = []
     for k, (img, y) in enumerate(zip(images, labels)):
         views = to_inputs(augmented_views(to_pixels(img, meta), n_views, seed + k), meta)
-        rows += [{"digit": k, "label": int(y), "layer": name, "score": s}
-                 for name, s in layer_scores(model, views, layers).items()]
+        for name, a in layer_activations(model, views, layers).items():
+            extra = {"aug_variance": variance_ratio(a, ref_var[name])} if ref_var else {}
+            rows.append({"digit": k, "label": int(y), "layer": name, "score": mean_offdiagonal(sample_correlation(a)), **extra})
     return pd.DataFrame(rows)
 
 def image_scores(model, images: torch.Tensor, layers: Sequence[str] | None = None) -> pd.DataFrame:
@@ -194,10 +250,98 @@ def summarize_invariance(scores: pd.DataFrame, reference: pd.DataFrame | None = 
     return out
 
 # %% ../../nbs/10_studies.feature_signal.ipynb
-def _layer_order(pairs) -> list[str]:
-    """Layers in order of first appearance in (i, j) pairs."""
-    return list(dict.fromkeys(n for p in pairs for n in p))
+AUGMENTATION, INVARIANCE, INVARIANCE_REFERENCE = "augmentation.npz", "invariance.csv", "invariance_reference.csv"
 
+def intra_matrices(model, views: torch.Tensor, layers: Sequence[str], names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Feature x feature (`<name>_ff`) and sample x sample (`<name>_bb`) correlation of each layer over `views`."""
+    acts = layer_activations(model, views, list(layers))
+    return {f"{n}_{kind}": f(acts[l]).cpu().numpy() for l, n in zip(layers, names)
+            for kind, f in (("ff", feature_correlation), ("bb", sample_correlation))}
+
+@register_callback("augmentation_probe")
+class AugmentationProbe(Callback):
+    """After a completed run: one test image's augmented views with intra-layer matrices, and invariance per layer."""
+
+    def __init__(self, n_views: int = 300, digits_per_class: int = 3, invariance_views: int = 100, image: int = 0):
+        self.n_views, self.digits_per_class, self.invariance_views, self.image = n_views, digits_per_class, invariance_views, image
+
+    def on_fit_end(self, trainer):
+        if trainer.status != "complete" or trainer.run_dir is None:
+            return
+        data, model, seed, path = load_data(trainer.cfg.data), trainer.model, trainer.cfg.seed, trainer.run_dir.path
+        test, meta = data.test, data.meta
+        layers = list(capture(model, test.x[:2].to(trainer.device)))
+        n_linear = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+        img = to_pixels(test.x[self.image], meta)
+        views = augmented_views(img, self.n_views, seed)
+        mats = intra_matrices(model, to_inputs(views, meta), [layers[0], layers[-1]], ["l1", f"l{n_linear}"])
+        np.savez_compressed(path / AUGMENTATION, views=(views * 255).round().to(torch.uint8).numpy(),
+                            original=(img * 255).round().to(torch.uint8).numpy(), label=int(test.y[self.image]),
+                            layers=np.array([layers[0], layers[-1]]), **mats)
+        idx = pick_per_class(test.y, self.digits_per_class, seed)
+        ref = test.x[pick_per_class(test.y, -(-self.invariance_views // data.num_classes), seed + 1)[:self.invariance_views]]
+        scores = invariance_scores(model, test.x[idx], test.y[idx], meta, self.invariance_views, seed, reference=ref)
+        scores.to_csv(path / INVARIANCE, index=False)
+        image_scores(model, ref).to_csv(path / INVARIANCE_REFERENCE, index=False)
+
+# %% ../../nbs/10_studies.feature_signal.ipynb
+def seed_numbers(run_dir, nxt: str | None = None) -> dict:
+    """One run's numbers for the study's claims, read back from its run directory (`nxt`: the next layer, default the 2nd)."""
+    run_dir = Path(run_dir)
+    evo = corr_means_frame(read_corr_means(run_dir / CORR_MEANS))
+    layers = _layer_order(zip(evo["layer_i"], evo["layer_j"]))
+    first, nxt, last = layers[0], nxt or layers[1], layers[-1]
+    end = int(evo["epoch"].max())
+    pair = evo.set_index(["layer_i", "layer_j", "epoch"])["mean_abs_corr"]
+    avg = evo.groupby("epoch")["mean_abs_corr"].mean()
+    inv = pd.read_csv(run_dir / INVARIANCE).groupby("layer")[["score", "aug_variance"]].mean()
+    ref = pd.read_csv(run_dir / INVARIANCE_REFERENCE).set_index("layer")["score"]
+    m = load_metrics(run_dir)
+    val = m[m["split"] == "val"].sort_values("step")
+    return {"first": first, "next": nxt, "last": last, "epochs": end,
+            "val_loss": val.loc[val["metric"] == "loss", "value"].tolist(),
+            "val_acc": float(val.loc[val["metric"] == "acc", "value"].iloc[-1]),
+            "corr_pairs_init": avg.loc[0], "corr_pairs_epoch1": avg.loc[min(1, end)], "corr_pairs_end": avg.loc[end],
+            "corr_first_last_init": pair[(first, last, 0)], "corr_first_last_end": pair[(first, last, end)],
+            "corr_first_next_end": pair[(first, nxt, end)],
+            "invariance_excess_first": inv.loc[first, "score"] - ref[first],
+            "invariance_excess_last": inv.loc[last, "score"] - ref[last],
+            "aug_variance_input": inv.loc["input", "aug_variance"],
+            "aug_variance_first": inv.loc[first, "aug_variance"], "aug_variance_last": inv.loc[last, "aug_variance"]}
+
+# %% ../../nbs/10_studies.feature_signal.ipynb
+def seed_claim(id: str, sentence: str, values, unit: str = "", null: float = 0.0,
+               converged: bool | None = True, ci_method: str = "t-interval over seeds") -> dict:
+    """A claim from one value per seed: mean, 95% t-interval, resolved when converged and the interval excludes `null`."""
+    v = np.asarray(values, float)
+    est, lo, hi = stats.t_interval(v)
+    verdict = stats.effect_verdict([lo - null, hi - null], converged is not False)
+    return stats.claim(id, sentence, est, [lo, hi], int(np.isfinite(v).sum()), verdict, ci_method, unit,
+                       converged=converged)
+
+def claim_text(c: dict) -> str:
+    """'0.912 [0.905, 0.919] (3 seeds, resolved)' for a claim dict."""
+    ci = [math.nan if b is None else b for b in c["ci"]]
+    return f"{stats.format_estimate(c['estimate'], ci, c['unit'])} ({c['n_seeds']} seeds, {c['verdict']})"
+
+UNSETTLED = "cannot be judged yet (not every run converged)"
+NO_INTERVAL = "cannot be judged (no interval: fewer than two seeds)"
+
+def trend(c: dict, up: str, down: str, flat: str = "does not change beyond the seed noise", null: float = 0.0) -> str:
+    """`up` or `down` for a resolved effect (by the sign of estimate - null); else why it is unresolved."""
+    if c["verdict"] == "resolved":
+        return up if c["estimate"] > null else down
+    if c.get("converged") is False:
+        return UNSETTLED
+    return NO_INTERVAL if c["ci"][0] is None else flat
+
+# %% ../../nbs/10_studies.feature_signal.ipynb
+def feature_signal_trial(trial: Trial) -> dict:
+    """Train one seed of the study (sweep.run_trial with this module's callbacks registered), with its CPU time."""
+    c0 = time.process_time()
+    return {**run_trial(trial), "cpu_time_s": round(time.process_time() - c0, 3)}
+
+# %% ../../nbs/10_studies.feature_signal.ipynb
 def correlation_table(mats: Mapping[tuple[str, str], torch.Tensor | np.ndarray]) -> pd.DataFrame:
     """Per pair: shape and mean |r| (diagonal excluded for self-pairs), the CSV of the grid figure."""
     rows = []
@@ -348,6 +492,27 @@ def plot_invariance(summary: pd.DataFrame, scores: pd.DataFrame | None = None, t
     ax.set(xlabel="layer (input to output)", ylabel="mean off-diagonal sample-sample r",
            title=title or "Invariance to augmentation per layer")
     ax.axhline(0, color="k", lw=0.6)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+# %% ../../nbs/10_studies.feature_signal.ipynb
+@register_plot("per_layer_seeds")
+def plot_per_layer_seeds(df: pd.DataFrame, value: str, ylabel: str, title: str | None = None, logy: bool = False):
+    """One value per layer (x, in order of appearance) and seed: a line per seed and the mean over seeds."""
+    require_columns(df, ["seed", "layer", value], "plot_per_layer_seeds")
+    order = list(dict.fromkeys(df["layer"]))
+    x = {l: k for k, l in enumerate(order)}
+    fig, ax = plt.subplots(figsize=(1.1 * len(order) + 3, 4.2))
+    for seed, g in df.groupby("seed"):
+        ax.plot(g["layer"].map(x), g[value], "o-", color="0.65", lw=1, ms=4, label="one seed" if seed == df["seed"].min() else None)
+    mean = df.groupby("layer", sort=False)[value].mean().reindex(order)
+    ax.plot(range(len(order)), mean, "s-", color="tab:blue", lw=2, label=f"mean over {df['seed'].nunique()} seeds")
+    ax.set_xticks(range(len(order)), [short_name(l) for l in order])
+    if logy:
+        ax.set_yscale("log")
+    ax.set(xlabel="layer (input to output)", ylabel=ylabel, title=title or value)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()

@@ -5,7 +5,9 @@
 # %% ../../nbs/11_studies.optimization_insight.ipynb 2
 from __future__ import annotations
 
+import json
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,15 +19,22 @@ from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from .. import stats
+from ..core import atomic_write_json
 from ..data import DEFAULT_ROOT, TORCHVISION_SOURCES, torchvision_folder
+from ..metrics.activations import capture
 import ablation_harness.metrics.callbacks  # registers the `grad_dynamics` callback
 from ..plots import register_plot, require_columns
+from ..runs import load_metrics
+from ..sweep import Trial, run_trial
 from ..train import CALLBACKS, Callback, Schedule, register_callback
 
 # %% auto 0
-__all__ = ['SIGN_LABELS', 'SIGN_COLORS', 'MODEL', 'resolve_dataset', 'sign_categories', 'sign_rgb', 'sign_legend',
-           'GradSignWindow', 'find_callback', 'window_span', 'grad_table', 'epoch_means', 'layer_order',
-           'plot_grad_metric', 'sign_map_table', 'plot_sign_map', 'window_table', 'plot_sign_window', 'plot_extrema']
+__all__ = ['SIGN_LABELS', 'SIGN_COLORS', 'WINDOW', 'DEAD_UNITS', 'MODEL', 'resolve_dataset', 'sign_categories', 'sign_rgb',
+           'sign_legend', 'GradSignWindow', 'read_window', 'find_callback', 'window_span', 'dead_unit_counts',
+           'DeadUnits', 'PlateauStop', 'grad_table', 'logged_epoch_means', 'epoch_means', 'layer_order', 'seed_numbers',
+           'optimization_insight_trial', 'plot_grad_metric', 'sign_map_table', 'plot_sign_map', 'window_table',
+           'plot_sign_window', 'plot_extrema']
 
 # %% ../../nbs/11_studies.optimization_insight.ipynb
 def resolve_dataset(name: str = "auto", preferred: Sequence[str] = ("cifar10",), fallback: str = "mnist",
@@ -63,14 +72,16 @@ def sign_legend(small_threshold: float = 1e-5) -> list[Patch]:
     return [Patch(facecolor=c, edgecolor="0.4", label=l) for c, l in zip(SIGN_COLORS, labels)]
 
 # %% ../../nbs/11_studies.optimization_insight.ipynb
+WINDOW = "grad_window.npz"
+
 @register_callback("grad_sign_window")
 class GradSignWindow(Callback):
     """Raw gradient entries of one or several windows of one parameter at scheduled steps (for the zoom)."""
 
     def __init__(self, param: str | None = None, start: int | None = None, size: int = 1024, every: int = 1,
-                 candidates: int = 8, align: int = 1):
+                 candidates: int = 8, align: int = 1, small_threshold: float = 1e-5):
         self.param, self.start, self.size, self.schedule = param, start, size, Schedule(every=every)
-        self.candidates, self.align = candidates, align
+        self.candidates, self.align, self.small_threshold = candidates, align, small_threshold
         self.steps: list[int] = []
         self.values: list[torch.Tensor] = []
 
@@ -103,6 +114,17 @@ class GradSignWindow(Callback):
         small = (v.abs() <= small_threshold) & (v != 0)
         return int(small.sum(dim=(0, 2)).argmax())
 
+    def on_fit_end(self, trainer):
+        if self.values and trainer.run_dir is not None:
+            k = self.densest(self.small_threshold)
+            np.savez_compressed(trainer.run_dir.path / WINDOW, values=self.array(k), steps=np.array(self.steps),
+                                start=self.starts[k], candidate=k, candidates=len(self.starts), param=self.param)
+
+def read_window(path) -> dict:
+    """The saved zoom window: values [steps, size], steps, start, candidate, candidates, param."""
+    with np.load(path) as f:
+        return {k: (f[k].item() if f[k].ndim == 0 else f[k]) for k in f.files}
+
 def find_callback(trainer, kind="grad_dynamics"):
     """The trainer's first callback of a class, or of the class registered under a name (default `grad_dynamics`)."""
     cls = CALLBACKS[kind] if isinstance(kind, str) else kind
@@ -124,15 +146,61 @@ def window_span(model, param: str, start: int, size: int, layers: Sequence[str],
     return k, (before + start) / layer_sizes[k], (before + start + size) / layer_sizes[k]
 
 # %% ../../nbs/11_studies.optimization_insight.ipynb
+DEAD_UNITS = "dead_units.json"
+
+def dead_unit_counts(inputs: torch.Tensor, units: torch.Tensor) -> dict:
+    """Dead units and inputs ([batch, d] activations, 0 for every sample) and the exactly-zero gradients they imply."""
+    dead_in, dead_out = (inputs == 0).all(0), (units == 0).all(0)
+    n_in, n_units, d_in, d_out = inputs.shape[1], units.shape[1], int(dead_in.sum()), int(dead_out.sum())
+    return {"dead_units": d_out, "n_units": n_units, "dead_inputs": d_in, "n_inputs": n_in,
+            "dead_unit_ids": torch.nonzero(dead_out).flatten().tolist(),
+            "predicted_zero_grads": d_out * (n_in + 1) + d_in * (n_units - d_out)}
+
+@register_callback("dead_units")
+class DeadUnits(Callback):
+    """At the end of training: dead units and inputs of one linear layer on the last batch (`dead_units.json`)."""
+
+    def __init__(self, linear: str = "dense.fc1", inputs: str = "features.relu3", units: str = "dense.relu"):
+        self.linear, self.inputs, self.units = linear, inputs, units
+
+    def on_fit_end(self, trainer):
+        if trainer.batch is None or trainer.run_dir is None:
+            return
+        acts = capture(trainer.model, trainer.batch[0], [self.inputs, self.units])
+        atomic_write_json(trainer.run_dir.path / DEAD_UNITS, {"step": trainer.step, "layer": self.linear,
+                                                              **dead_unit_counts(acts[self.inputs], acts[self.units])})
+
+# %% ../../nbs/11_studies.optimization_insight.ipynb
+@register_callback("plateau_stop")
+class PlateauStop(Callback):
+    """Stop training once the validation loss has plateaued (`stats.plateaued`), checked after every validation."""
+
+    def __init__(self, window: int = 3, rel_tol: float = 0.05):
+        self.window, self.rel_tol = window, rel_tol
+        self.losses: list[float] = []
+
+    def on_validation_end(self, trainer):
+        self.losses.append(trainer.val_metrics["loss"])
+        if stats.plateaued(self.losses, self.window, self.rel_tol):
+            trainer.stop_training = True
+
+# %% ../../nbs/11_studies.optimization_insight.ipynb
 MODEL = "model"
 
 def grad_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """The gradient-dynamics rows of a tidy metrics table: step, epoch, layer ('model' for all), metric, value."""
-    require_columns(metrics, ["step", "epoch", "metric", "layer", "value"], "grad_table")
-    g = metrics[metrics["metric"].astype(str).str.startswith("grad/")].copy()
+    require_columns(metrics, ["step", "epoch", "split", "metric", "layer", "value"], "grad_table")
+    g = metrics[metrics["metric"].astype(str).str.startswith("grad/") & (metrics["split"] != "epoch_mean")].copy()
     g["metric"] = g["metric"].str.slice(5)
     g["layer"] = g["layer"].fillna(MODEL).astype(str)
     return g[["step", "epoch", "layer", "metric", "value"]].reset_index(drop=True)
+
+def logged_epoch_means(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The per-epoch means `grad_dynamics` logged for `metric`: epoch (1-based), layer, value, metric."""
+    require_columns(metrics, ["epoch", "split", "metric", "layer", "value"], "logged_epoch_means")
+    sub = metrics[(metrics["split"] == "epoch_mean") & (metrics["metric"] == f"grad/{metric}")]
+    return pd.DataFrame({"epoch": sub["epoch"] + 1, "layer": sub["layer"].fillna(MODEL).astype(str),
+                         "value": sub["value"], "metric": metric}).reset_index(drop=True)
 
 def epoch_means(grads: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Mean of `metric` over the tracked steps of each epoch, per layer: epoch (1-based), layer, value."""
@@ -145,6 +213,42 @@ def layer_order(layers: Sequence[str]) -> list[str]:
     """The layers in the order given, with the whole-model row first."""
     rest = [l for l in dict.fromkeys(layers) if l != MODEL]
     return ([MODEL] if MODEL in set(layers) else []) + rest
+
+# %% ../../nbs/11_studies.optimization_insight.ipynb
+def seed_numbers(run_dir) -> dict:
+    """One run's numbers for the study's claims, read back from its run directory."""
+    run_dir = Path(run_dir)
+    m = load_metrics(run_dir)
+    g = grad_table(m)
+    rows = g[g["layer"] == MODEL]
+    model = rows.pivot_table(index="step", columns="metric", values="value")
+    model["epoch"] = rows.groupby("step")["epoch"].first() + 1
+    per_epoch = model.groupby("epoch").mean()
+    first, last, last_step = per_epoch.index.min(), per_epoch.index.max(), model.index.max()
+    params = json.loads((run_dir / "summary.json").read_text())["params"]
+    dead = json.loads((run_dir / DEAD_UNITS).read_text())
+    layer_zeros = g[(g["layer"] == dead["layer"]) & (g["step"] == last_step) & (g["metric"] == "zero_count")]["value"]
+    val = m[m["split"] == "val"].sort_values("step")
+    return {"val_loss": val.loc[val["metric"] == "loss", "value"].tolist(),
+            "val_acc": float(val.loc[val["metric"] == "acc", "value"].iloc[-1]),
+            "steps": int(last_step), "epochs": int(last), "params": int(params),
+            "zero_share": per_epoch.loc[last, "zero_count"] / params, "small_share": per_epoch.loc[last, "small_count"] / params,
+            "released_mean": model["frac_released"].mean(), "released_first_epoch": per_epoch.loc[first, "frac_released"],
+            "released_last_epoch": per_epoch.loc[last, "frac_released"],
+            "flipped_mean": model["frac_flipped"].mean(), "flipped_max": model["frac_flipped"].max(),
+            "update_first_epoch": per_epoch.loc[first, "update_norm"], "update_last_epoch": per_epoch.loc[last, "update_norm"],
+            "w_diff_mean": model["w_diff"].mean(),
+            "local_min": model["local_min"].sum(), "local_max": model["local_max"].sum(),
+            "dead_layer": dead["layer"], "dead_units": dead["dead_units"], "n_units": dead["n_units"],
+            "dead_inputs": dead["dead_inputs"], "n_inputs": dead["n_inputs"], "dead_unit_ids": dead["dead_unit_ids"],
+            "layer_zero_grads": float(layer_zeros.iloc[0]), "predicted_zero_grads": dead["predicted_zero_grads"],
+            "zeros_explained": dead["predicted_zero_grads"] / max(float(layer_zeros.iloc[0]), 1.0)}
+
+# %% ../../nbs/11_studies.optimization_insight.ipynb
+def optimization_insight_trial(trial: Trial) -> dict:
+    """Train one seed of the study (sweep.run_trial with this module's callbacks registered), with its CPU time."""
+    c0 = time.process_time()
+    return {**run_trial(trial), "cpu_time_s": round(time.process_time() - c0, 3)}
 
 # %% ../../nbs/11_studies.optimization_insight.ipynb
 def _layer_colors(layers: Sequence[str]) -> dict:
