@@ -326,13 +326,15 @@ class _FakeTrainer:
 @pytest.mark.parametrize("stop", [True, False])
 def test_plateau_stop_fires_at_the_first_plateau_epoch(stop):
     # window 3, rel_tol 0.01: epoch 5 still improves (best before 0.5, best of the last three 0.4); at epoch 6
-    # the best of 0.41, 0.405, 0.402 does not beat the earlier 0.4 at all
+    # the best of 0.41, 0.405, 0.402 does not beat the earlier 0.4 at all; epoch 7 (0.3) improves again
     cb, tr = gc.PlateauStop(window=3, rel_tol=0.01, stop=stop), _FakeTrainer()
     for ce in [1.0, 0.5, 0.4, 0.41, 0.405, 0.402, 0.3]:
         tr.history.append({"val/ce": ce})
         cb.on_epoch_end(tr)
-        assert cb.plateau_epoch in (None, 6) and (cb.plateau_epoch is None) == (len(tr.history) < 6)
-    assert cb.plateau_epoch == 6 and tr.stop_training is stop
+        assert (cb.plateau_epoch is None) == (len(tr.history) < 6) and cb.converged == (len(tr.history) == 6)
+        if tr.stop_training:
+            break
+    assert cb.plateau_epoch == 6 and len(tr.history) == (6 if stop else 7) and cb.converged is stop
     assert cb.criterion() == "stats.plateaued(val/ce, window=3, rel_tol=0.01, mode='min')"
 
 

@@ -73,7 +73,7 @@ CHAIN_DATASETS = ("mnist", "digits", "mnist_full", "fashion_mnist", "cifar10", "
 PROFILE_SIZES = {
     "smoke": {"N": 32, "epochs": 2, "n_train": 1024, "n_val": 256, "n_test": 300, "analysis_samples": 128,
               "metrics_log_frequency": 5},
-    "report": {"N": 256, "epochs": 40, "n_train": None, "n_val": 1000, "n_test": None, "analysis_samples": 256,
+    "report": {"N": 256, "epochs": 20, "n_train": None, "n_val": 1000, "n_test": None, "analysis_samples": 256,
                "metrics_log_frequency": 100},
     "full": {"N": 1024, "epochs": 60, "n_train": None, "n_val": 5000, "n_test": None, "analysis_samples": 1024,
              "metrics_log_frequency": 5},
@@ -402,10 +402,10 @@ class ChainRunFiles(Callback):
         append_jsonl(trainer.run_dir.file("log.jsonl"), row)
 
 class PlateauStop(Callback):
-    """Check `stats.plateaued` on a validation series after every epoch; optionally stop training there."""
+    """Check `stats.plateaued` on a validation series after every epoch; optionally stop at the first plateau."""
     def __init__(self, window: int = 5, rel_tol: float = 0.01, monitor: str = "val/ce", mode: str = "min", stop: bool = False):
         self.window, self.rel_tol, self.monitor, self.mode, self.stop = window, rel_tol, monitor, mode, stop
-        self.plateau_epoch = None
+        self.plateau_epoch, self.converged = None, False
 
     def criterion(self) -> str:
         """The convergence criterion in one line."""
@@ -413,13 +413,14 @@ class PlateauStop(Callback):
 
     def on_epoch_end(self, trainer):
         series = [h[self.monitor] for h in trainer.history if self.monitor in h]
-        if self.plateau_epoch is None and plateaued(series, self.window, self.rel_tol, self.mode):
+        self.converged = plateaued(series, self.window, self.rel_tol, self.mode)
+        if self.converged and self.plateau_epoch is None:
             self.plateau_epoch = len(trainer.history)
             trainer.stop_training = trainer.stop_training or self.stop
 
     def on_fit_end(self, trainer):
         if trainer.run_dir is not None:
-            trainer.run_dir.update_summary(converged=self.plateau_epoch is not None, plateau_epoch=self.plateau_epoch,
+            trainer.run_dir.update_summary(converged=self.converged, plateau_epoch=self.plateau_epoch,
                                            convergence_criterion=self.criterion())
 
 class RunDirCheckpoint(Checkpoint):
@@ -1037,7 +1038,7 @@ def plot_convergence(curves: pd.DataFrame, runs: pd.DataFrame, gap: dict | None 
         ax.set(xlabel="epoch", ylabel=_label(metric))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    axes[0].set_title("Validation cross-entropy (x: plateau reached)", fontsize=10)
+    axes[0].set_title("Validation cross-entropy (x: first plateau)", fontsize=10)
     axes[1].set_title("Validation accuracy (★: checkpoint tested)", fontsize=10)
     _paired_test_accuracy(axes[2], runs, gap)
     _run_legend(fig, colors)
@@ -1050,8 +1051,9 @@ def _paired_test_accuracy(ax, runs: pd.DataFrame, gap: dict | None) -> None:
     models = [m for m in MODEL_LABELS if m in wide.columns][::-1]
     for seed, row in wide.iterrows():
         ax.plot(range(len(models)), row[models].to_numpy(), "-", color="0.6", lw=1)
-        ax.annotate(f"s{seed}", (len(models) - 1, row[models[-1]]), xytext=(5, 0), textcoords="offset points",
-                    fontsize=7, va="center")
+        for k, m in enumerate(models):
+            ax.annotate(f"s{seed}", (k, row[m]), xytext=(6 if k else -6, 0), textcoords="offset points", fontsize=7,
+                        va="center", ha="left" if k else "right")
     for k, m in enumerate(models):
         ax.scatter(np.full(len(wide), k), wide[m], color=MODEL_COLORS[m], s=30, zorder=3)
     ax.set(xticks=range(len(models)), xticklabels=[MODEL_LABELS[m] for m in models], xlim=(-0.4, len(models) - 0.4),
