@@ -1,5 +1,6 @@
 """Greedy chain study: locality, anchors, temperature, ACE, evaluation files, every plot type, CLI errors."""
 import json
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -312,3 +313,236 @@ def test_cli_user_errors_exit_2(runs, tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 4 and all(l.startswith("error:") for l in err) and "bogus" in err[1]
     assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- convergence criterion and early stopping
+
+class _FakeTrainer:
+    """Just what PlateauStop reads and writes."""
+    def __init__(self):
+        self.history, self.stop_training, self.run_dir = [], False, None
+
+
+@pytest.mark.parametrize("stop", [True, False])
+def test_plateau_stop_fires_at_the_first_plateau_epoch(stop):
+    # window 3, rel_tol 0.01: epoch 5 still improves (best before 0.5, best of the last three 0.4); at epoch 6
+    # the best of 0.41, 0.405, 0.402 does not beat the earlier 0.4 at all; epoch 7 (0.3) improves again
+    cb, tr = gc.PlateauStop(window=3, rel_tol=0.01, stop=stop), _FakeTrainer()
+    for ce in [1.0, 0.5, 0.4, 0.41, 0.405, 0.402, 0.3]:
+        tr.history.append({"val/ce": ce})
+        cb.on_epoch_end(tr)
+        assert (cb.plateau_epoch is None) == (len(tr.history) < 6) and cb.converged == (len(tr.history) == 6)
+        if tr.stop_training:
+            break
+    assert cb.plateau_epoch == 6 and len(tr.history) == (6 if stop else 7) and cb.converged is stop
+    assert cb.criterion() == "stats.plateaued(val/ce, window=3, rel_tol=0.01, mode='min')"
+
+
+@pytest.mark.parametrize("early_stopping,epochs_done", [(True, 2), (False, 4)])
+def test_early_stopping_ends_a_real_run_and_records_convergence(tmp_path, early_stopping, epochs_done):
+    """rel_tol 100 makes any second epoch a plateau (window 1), so the run stops after epoch 2 when asked."""
+    cfg = gc.parse_config({"profile": "smoke", "dataset": "digits", "N": 16, "layers": 2, "epochs": 4, "n_train": 128, "batch_size": 64,
+                           "n_val": 64, "n_test": 64, "analysis_samples": 32, "metrics_log_frequency": 3, "device": "cpu",
+                           "progress": False, "early_stopping": early_stopping, "plateau_window": 1, "plateau_rel_tol": 100.0})
+    res = gc.train_chain(cfg, root=tmp_path)
+    summary = json.loads((res.run_dir.path / "summary.json").read_text())
+    assert summary["epochs_done"] == epochs_done and summary["steps"] == 2 * epochs_done
+    assert summary["converged"] is True and summary["plateau_epoch"] == 2 and "window=1" in summary["convergence_criterion"]
+    steps = set(gc.chain_metrics_frame(res.run_dir.path)["step"])
+    assert {0, 3, 2 * epochs_done} <= steps           # step 0, every 3 steps, and the last step
+
+
+# ---------------------------------------------------------------- runs as sweep trials
+
+TRIAL_BASE = {"profile": "smoke", "dataset": "digits", "N": 16, "layers": 2, "epochs": 2, "n_train": 128, "n_val": 64,
+              "n_test": 64, "analysis_samples": 32, "metrics_log_frequency": 4, "device": "cpu", "progress": False,
+              "threads": 1}
+
+
+def test_chain_hash_ignores_bookkeeping_and_sees_results_fields():
+    cfg = gc.parse_config({**TRIAL_BASE, "model": "greedy"})
+    same = cfg.model_copy(update={"name": "x", "out_dir": "elsewhere", "progress": True, "threads": 2})
+    assert gc.chain_hash(cfg) == gc.chain_hash(same)
+    for change in ({"lr": 2e-3}, {"seed": 1}, {"model": "mlp"}, {"lambda_ace": 0.0}, {"plateau_window": 3}):
+        assert gc.chain_hash(cfg.model_copy(update=change)) != gc.chain_hash(cfg), change
+
+
+def test_trials_give_the_same_records_on_every_executor_and_resume(tmp_path):
+    from ablation_harness.sweep import load_records, run_sweep
+    out = {}
+    for executor in ("serial", "process"):
+        trials = gc.chain_trials(TRIAL_BASE, ("mlp", "greedy"), [0], tmp_path / executor / "runs")
+        assert [t.run_id for t in trials] == [f"{m}_s0_{t.config_hash[:8]}" for m, t in zip(("mlp", "greedy"), trials)]
+        run_sweep(trials, tmp_path / executor / "sweep", gc.chain_trial, executor, workers=2, progress=False)
+        recs = {r["model"]: r for r in load_records(tmp_path / executor / "sweep")}
+        for r in recs.values():
+            saved = json.loads((tmp_path / executor / "runs" / "greedy_chain" / r["run_id"] / "test_results.json").read_text())
+            assert r["state"] == "COMPLETE" and r["test_accuracy"] == saved["test_accuracy"]
+            assert (r["n_train"], r["n_val"], r["n_test"], r["epochs_done"]) == (128, 64, 64, 2)
+        out[executor] = {m: (r["test_accuracy"], r["best/val/acc"], r["config_hash"]) for m, r in recs.items()}
+        run_sweep(trials, tmp_path / executor / "sweep", gc.chain_trial, executor, progress=False)   # resume: nothing to do
+        assert len(load_records(tmp_path / executor / "sweep")) == 2
+    assert out["serial"] == out["process"]
+
+
+# ---------------------------------------------------------------- the new figure kinds draw their data
+
+def test_multi_run_architecture_layerwise_heatmap_and_confusion_draw_the_data(runs):
+    df, fin = gc.chain_metrics_frame(runs), gc.final_values(gc.chain_metrics_frame(runs))
+    val = df[df["split"] == "val"]
+
+    fig = gc.plot_multi_run(df, "margin", None, "val")
+    sub = val[(val["metric"] == "margin") & (val["layer"] == "layer_1")]
+    assert fig.axes[1].get_title() == "layer 1"
+    assert sorted(map(tuple, lines_y(fig.axes[1]))) == sorted(tuple(g["value"]) for _, g in sub.groupby("label"))
+    one = gc.plot_multi_run(df, "margin", "layer_1", "val")
+    assert len([a for a in one.axes if a.get_visible()]) == 1 and sorted(map(tuple, lines_y(one.axes[0]))) == sorted(map(tuple, lines_y(fig.axes[1])))
+
+    fig = gc.plot_architecture_metric(fin, "probe_accuracy")
+    want = fin[fin["metric"] == "probe_accuracy"].groupby(["model", "layer_idx"])["value"].mean()
+    assert sorted(map(tuple, lines_y(fig.axes[0]))) == sorted(tuple(g.values) for _, g in want.groupby(level=0))
+
+    fig = gc.plot_layerwise(df, "cross_entropy", "val")
+    label = sorted(df["label"].unique())[0]
+    ce = val[(val["metric"] == "cross_entropy") & (val["label"] == label)]
+    assert fig.axes[0].get_title() == label
+    assert [tuple(y) for y in lines_y(fig.axes[0])] == [tuple(g["value"]) for _, g in ce.groupby("layer_idx")]
+
+    fig = gc.plot_metrics_heatmap(fin, "val")
+    greedy = fin[fin["model"] == "greedy"].groupby(["metric", "layer_idx"])["value"].mean()
+    texts = {t.get_text() for t in fig.axes[0].texts}
+    assert f"{greedy['alignment', 2.0]:.3g}" in texts and f"{greedy['accuracy', 0.0]:.3g}" in texts
+    cells = np.ma.masked_invalid(np.asarray(fig.axes[0].collections[0].get_array(), float))
+    assert cells.min() >= 0 and cells.max() <= 1
+
+    raw = np.load(runs[0] / "confusion.npy")
+    fig = gc.show_confusion(runs[0])
+    assert np.array_equal(np.asarray(fig.axes[0].images[0].get_array()), raw)
+    assert fig.axes[1].get_ylabel() == "test images"                      # the colour bar says what it counts
+    norm = np.asarray(gc.show_confusion(runs[0], normalize=True).axes[0].images[0].get_array())
+    np.testing.assert_allclose(norm, raw / raw.sum(1, keepdims=True))
+
+
+def test_show_confusion_command_and_missing_confusion(runs, tmp_path, capsys):
+    assert gc.show_confusion_cli(["--run_dir", str(runs[1]), "--normalize"]) == 0
+    assert (runs[1] / "figures" / "confusion_matrix_normalized.png").stat().st_size > 5000
+    assert gc.show_confusion_cli(["--run_dir", str(tmp_path)]) == 2
+    assert gc.plot_metrics_cli(["--run_dirs", str(runs[0]), "--out_dir", str(tmp_path / "f"), "--basic_curves",
+                                "--confusion", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(l.startswith("error: no confusion.npy in") for l in err)
+    assert not (tmp_path / "f").exists()
+
+
+# ---------------------------------------------------------------- seed 001: every plot_metrics line, as written
+
+def console_scripts() -> dict:
+    """name -> 'module:function' of settings.ini's console_scripts."""
+    import configparser
+    ini = configparser.ConfigParser()
+    ini.read(Path(__file__).resolve().parents[1] / "settings.ini")
+    return dict(l.strip().split("=", 1) for l in ini["DEFAULT"]["console_scripts"].strip().splitlines())
+
+
+METRICS = [m for m in gc.CHAIN_METRICS if m != "ridge_r2"]          # ridge_r2 is off in the shipped config
+SEED_FILES = {  # each seed 001 line (`python scripts/plot_metrics.py` -> `plot_metrics`) and the files it makes
+    "--run_dirs {G} --basic_curves": ["basic_training_curves.png"],
+    "--run_dirs {G} --confusion {G}": ["confusion_matrix.png", "confusion_matrix_normalized.png"],
+    "--run_dirs {G} --heatmap accuracy": ["heatmap_accuracy_val.png"],
+    "--run_dirs {G} --train_val": [f"train_val_comparison_{m}.png" for m in ("accuracy", "probe_accuracy", "cross_entropy")],
+    "--run_dirs {G} --overview": ["all_metrics_overview_val.png"],
+    "--run_dirs {G} --distributions": ["metric_distributions_val.png"],
+    "--run_dirs {M} {G} --architecture_comparison": ["architecture_comparison.png"] + [f"architecture_comparison_{m}.png" for m in METRICS],
+    "--run_dirs {G} --correlation": ["correlation_matrix_val.png"],
+    "--run_dirs {G} --layer_progression": ["layer_progression_analysis.png"],
+    "--run_dirs {G} --timeline accuracy --layer layer_0": ["timeline_accuracy_layer_0.png"],
+    "--run_dirs {G} --comprehensive": (["basic_training_curves.png", "confusion_matrix.png", "confusion_matrix_normalized.png",
+                                        "all_metrics_overview_val.png", "metric_distributions_val.png", "correlation_matrix_val.png",
+                                        "layer_progression_analysis.png", "research_questions.png", "metrics_heatmap_val.png",
+                                        "architecture_comparison.png", "timeline_accuracy_layer_3.png"]
+                                       + [f"heatmap_{m}_val.png" for m in METRICS] + [f"layerwise_{m}_val.png" for m in METRICS]
+                                       + [f"architecture_comparison_{m}.png" for m in METRICS]
+                                       + [f"multi_run_{m}_all_val.png" for m in gc.MULTI_RUN_METRICS]),
+}
+DRIVER = """
+import importlib, shlex, sys
+module, fn = sys.argv[1].split(":")
+main = getattr(importlib.import_module(module), fn)
+for i, line in enumerate(sys.argv[2:]):
+    print(f"### line {i}", flush=True)
+    sys.argv = ["plot_metrics", *shlex.split(line)]
+    try:
+        main()
+    except SystemExit as e:
+        print(f"### exit {e.code}", flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def seed_runs(tmp_path_factory):
+    """An evaluated smoke run of each model from the shipped config, as the seed's train.py + eval.py would make."""
+    from importlib.resources import files
+    root = tmp_path_factory.mktemp("seed001")
+    dirs = {}
+    for model in ("greedy", "mlp"):
+        cfg = gc.load_chain_config(files("ablation_harness") / "configs" / "greedy_chain.yaml", profile="smoke", model=model,
+                                   progress=False, device="cpu")
+        dirs[model] = gc.train_chain(cfg, root=root).run_dir.path
+        gc.evaluate_run(dirs[model])
+    return dirs
+
+
+def test_plot_metrics_is_a_console_script_beside_greedy_plot_metrics():
+    scripts = console_scripts()
+    assert scripts["plot_metrics"] == scripts["greedy-plot-metrics"] == "ablation_harness.studies.greedy_chain:plot_metrics_main"
+    assert scripts["show_confusion"] == "ablation_harness.studies.greedy_chain:show_confusion_main"
+
+
+def test_every_seed_plot_metrics_line_runs_as_written_and_makes_its_files(seed_runs):
+    import subprocess
+    import sys
+    G, M = seed_runs["greedy"], seed_runs["mlp"]
+    lines = [line.format(G=G, M=M) for line in SEED_FILES]
+    proc = subprocess.run([sys.executable, "-c", DRIVER, console_scripts()["plot_metrics"], *lines],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    blocks = proc.stdout.split("### line ")[1:]
+    assert len(blocks) == len(lines)
+    for block, (line, want) in zip(blocks, SEED_FILES.items()):
+        assert "### exit 0" in block, (line, block[-500:], proc.stderr[-2000:])
+        made = {p for p in block.splitlines()[1:] if p.endswith(".png")}
+        folder = (M if line.startswith("--run_dirs {M}") else G) / "figures"
+        for name in want:
+            path = str(G / "figures" / name) if name.startswith("confusion") else str(folder / name)
+            assert path in made and (Path(path).stat().st_size > 5000), (line, name)
+    drawn = pd.read_csv(G / "figures" / "multi_run_probe_accuracy_all_val.csv")
+    logged = gc.chain_metrics_frame(G)
+    logged = logged[(logged["metric"] == "probe_accuracy") & (logged["split"] == "val")]
+    np.testing.assert_allclose(sorted(drawn["value"]), sorted(logged["value"]))
+
+
+# ---------------------------------------------------------------- the interval of a test-set comparison
+
+def test_seed_image_interval_reduces_to_the_one_source_intervals_and_adds_variances():
+    from ablation_harness.stats import t_interval
+    rng = np.random.default_rng(0)
+    per_seed = rng.normal(size=(4, 1)) * np.ones((4, 50))                 # only the seeds differ
+    r = gc.seed_image_interval(per_seed)
+    np.testing.assert_allclose([r["estimate"], *r["ci"]], t_interval(per_seed[:, 0]))
+    assert r["df"] == pytest.approx(3) and r["se_image"] == pytest.approx(0, abs=1e-12)
+    per_image = np.ones((3, 1)) * rng.normal(size=(1, 40))                # only the images differ
+    r = gc.seed_image_interval(per_image)
+    np.testing.assert_allclose([r["estimate"], *r["ci"]], t_interval(per_image[0]))
+    assert r["df"] == pytest.approx(39) and r["se_seed"] == pytest.approx(0, abs=1e-12)
+    both = rng.normal(size=(3, 200))
+    r = gc.seed_image_interval(both)
+    a, b = both.mean(1).var(ddof=1) / 3, both.mean(0).var(ddof=1) / 200
+    assert r["se_seed"] ** 2 + r["se_image"] ** 2 == pytest.approx(a + b)
+    assert r["df"] == pytest.approx((a + b) ** 2 / (a ** 2 / 2 + b ** 2 / 199))
+    assert np.isnan(gc.seed_image_interval(both[:1])["ci"]).all()
+
+
+def test_correct_matrix_reads_the_saved_predictions(runs):
+    m = gc.correct_matrix(runs)
+    for row, rd in zip(m, runs):
+        assert row.mean() == pytest.approx(json.loads((rd / "test_results.json").read_text())["test_accuracy"])

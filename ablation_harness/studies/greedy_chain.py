@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import hashlib
 import json
 import math
 import sys
 import time
+import traceback
 import warnings
 from contextlib import contextmanager
 from functools import partial
@@ -20,13 +22,16 @@ from typing import Literal, Optional, Union
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 import torch
 import torch.nn.functional as F
 import yaml
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
+from scipy import stats as sps
 from scipy.linalg import LinAlgWarning
 from pydantic import Field, ValidationError, field_validator
+from sklearn.metrics import ConfusionMatrixDisplay
 from torch import nn
 
 from ..config import ConfigError, RunConfig, Strict, format_error, read_yaml
@@ -41,29 +46,37 @@ from ..metrics.representation import (GaussianEntropyEMA, anchor_metrics, class_
 from ..models import MLP, build_model, register_model
 from ..plots import register_plot, require_columns, save_figure
 from ..runs import find_runs, load_metrics
+from ..stats import format_estimate, plateaued
+from ..sweep import COMPLETE, DIVERGED, Trial, base_record, failed_record
 from ..train import (Callback, Checkpoint, Schedule, Task, load_checkpoint,
                                     register_callback, run, save_checkpoint)
 
 # %% auto 0
-__all__ = ['CHAIN_DATASETS', 'PROFILE_SIZES', 'ACE_VARIANTS', 'PROBE_ALPHA', 'CHAIN_METRICS', 'MODEL_LABELS', 'MODEL_COLORS',
-           'METRIC_LABELS', 'RQ_QUESTIONS', 'RQ_PANELS', 'FIGURE_KINDS', 'TRAIN_VAL_METRICS', 'train_main', 'eval_main',
-           'plot_metrics_main', 'run_simulation_main', 'ChainConfig', 'resolve', 'parse_config', 'load_chain_config',
+__all__ = ['CHAIN_DATASETS', 'PROFILE_SIZES', 'ACE_VARIANTS', 'PROBE_ALPHA', 'CHAIN_METRICS', 'CHAIN_NON_SEMANTIC',
+           'MODEL_LABELS', 'MODEL_COLORS', 'METRIC_LABELS', 'RQ_QUESTIONS', 'RQ_PANELS', 'FIGURE_KINDS',
+           'TRAIN_VAL_METRICS', 'MULTI_RUN_METRICS', 'train_main', 'eval_main', 'plot_metrics_main',
+           'show_confusion_main', 'run_simulation_main', 'ChainConfig', 'resolve', 'parse_config', 'load_chain_config',
            'to_run_config', 'make_anchors', 'anchor_similarity', 'anchor_logits', 'GreedyBlock', 'GMLP', 'chain_layers',
            'final_logits', 'ace_term', 'local_losses', 'chain_task', 'layer_name', 'layer_metrics', 'ChainMetrics',
-           'ChainRunFiles', 'RunDirCheckpoint', 'run_name', 'torch_threads', 'train_chain', 'read_params',
-           'load_run_model', 'predict', 'layer_features', 'evaluate_run', 'train_and_evaluate', 'run_info',
+           'ChainRunFiles', 'PlateauStop', 'RunDirCheckpoint', 'run_name', 'torch_threads', 'train_chain',
+           'read_params', 'load_run_model', 'predict', 'layer_features', 'evaluate_run', 'train_and_evaluate',
+           'chain_hash', 'chain_trials', 'chain_trial', 'seed_image_interval', 'correct_matrix', 'run_info',
            'layer_index', 'chain_metrics_frame', 'final_values', 'test_frame', 'confusion_frame', 'research_table',
-           'layer_trend', 'plot_basic_curves', 'plot_confusion', 'plot_heatmap', 'plot_train_val', 'plot_overview',
-           'plot_distributions', 'plot_architecture_comparison', 'plot_correlation', 'plot_layer_progression',
-           'plot_timeline', 'plot_research_questions', 'make_figures', 'UsageError', 'train_cli', 'eval_cli',
-           'plot_metrics_cli', 'list_files', 'run_simulation_cli']
+           'layer_trend', 'plot_basic_curves', 'plot_confusion', 'show_confusion', 'plot_heatmap', 'plot_train_val',
+           'plot_overview', 'plot_distributions', 'plot_architecture_comparison', 'plot_correlation',
+           'plot_layer_progression', 'plot_timeline', 'plot_multi_run', 'plot_architecture_metric', 'plot_layerwise',
+           'plot_metrics_heatmap', 'plot_convergence', 'plot_research_questions', 'make_figures', 'UsageError',
+           'train_cli', 'eval_cli', 'plot_metrics_cli', 'show_confusion_cli', 'list_files', 'run_simulation_cli']
 
 # %% ../../nbs/12_studies.greedy_chain.ipynb
 CHAIN_DATASETS = ("mnist", "digits", "mnist_full", "fashion_mnist", "cifar10", "cifar100")
 PROFILE_SIZES = {
-    "smoke": {"N": 32, "epochs": 2, "n_train": 1024, "n_val": 256, "n_test": 300, "analysis_samples": 128},
-    "report": {"N": 256, "epochs": 3, "n_train": 4000, "n_val": 1000, "n_test": None, "analysis_samples": 256},
-    "full": {"N": 1024, "epochs": 60, "n_train": None, "n_val": 5000, "n_test": None, "analysis_samples": 1024},
+    "smoke": {"N": 32, "epochs": 2, "n_train": 1024, "n_val": 256, "n_test": 300, "analysis_samples": 128,
+              "metrics_log_frequency": 5},
+    "report": {"N": 256, "epochs": 20, "n_train": None, "n_val": 1000, "n_test": None, "analysis_samples": 256,
+               "metrics_log_frequency": 100},
+    "full": {"N": 1024, "epochs": 60, "n_train": None, "n_val": 5000, "n_test": None, "analysis_samples": 1024,
+             "metrics_log_frequency": 5},
 }
 ACE_VARIANTS = ("ce", "reverse_ce", "js", "sym_kl")
 
@@ -99,7 +112,10 @@ class ChainConfig(Strict):
     weight_decay: float = Field(1e-4, ge=0)
     scheduler: Literal["cosine", "constant"] = "cosine"
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
-    metrics_log_frequency: int = Field(5, gt=0)
+    early_stopping: bool = False
+    plateau_window: int = Field(5, ge=1)
+    plateau_rel_tol: float = Field(0.01, ge=0)
+    metrics_log_frequency: Optional[int] = Field(None, gt=0)
     analysis_samples: Optional[int] = Field(None, ge=8)
     participation_ratio: bool = True
     ridge_r2: bool = False
@@ -332,7 +348,7 @@ def layer_metrics(acts, x, y, anchors=None, tau: float = 0.1, similarity: str = 
 # %% ../../nbs/12_studies.greedy_chain.ipynb
 @register_callback("chain_metrics")
 class ChainMetrics(Callback):
-    """Log per-layer chain metrics on fixed train and val sample sets every `every` steps (and at step 0)."""
+    """Log per-layer chain metrics on fixed train and val sample sets at step 0, every `every` steps and at the end."""
     def __init__(self, every: int = 5, samples: int = 512, tau: float = 0.1, similarity: str = "cosine",
                  ace_variant: str = "ce", participation_ratio: bool = True, ridge_r2: bool = False, seed: int = 0):
         self.schedule = Schedule(every=every)
@@ -352,6 +368,10 @@ class ChainMetrics(Callback):
 
     def on_after_step(self, trainer):
         if self.schedule.due_step(trainer.step):
+            self.log(trainer)
+
+    def on_fit_end(self, trainer):
+        if trainer.status == "complete" and not self.schedule.due_step(trainer.step):
             self.log(trainer)
 
     def log(self, trainer):
@@ -380,6 +400,28 @@ class ChainRunFiles(Callback):
     def on_epoch_end(self, trainer):
         row = {**trainer.history[-1], "lr": trainer.optimizer.param_groups[0]["lr"], "time": now_iso()}
         append_jsonl(trainer.run_dir.file("log.jsonl"), row)
+
+class PlateauStop(Callback):
+    """Check `stats.plateaued` on a validation series after every epoch; optionally stop at the first plateau."""
+    def __init__(self, window: int = 5, rel_tol: float = 0.01, monitor: str = "val/ce", mode: str = "min", stop: bool = False):
+        self.window, self.rel_tol, self.monitor, self.mode, self.stop = window, rel_tol, monitor, mode, stop
+        self.plateau_epoch, self.converged = None, False
+
+    def criterion(self) -> str:
+        """The convergence criterion in one line."""
+        return f"stats.plateaued({self.monitor}, window={self.window}, rel_tol={self.rel_tol}, mode={self.mode!r})"
+
+    def on_epoch_end(self, trainer):
+        series = [h[self.monitor] for h in trainer.history if self.monitor in h]
+        self.converged = plateaued(series, self.window, self.rel_tol, self.mode)
+        if self.converged and self.plateau_epoch is None:
+            self.plateau_epoch = len(trainer.history)
+            trainer.stop_training = trainer.stop_training or self.stop
+
+    def on_fit_end(self, trainer):
+        if trainer.run_dir is not None:
+            trainer.run_dir.update_summary(converged=self.converged, plateau_epoch=self.plateau_epoch,
+                                           convergence_criterion=self.criterion())
 
 class RunDirCheckpoint(Checkpoint):
     """The package Checkpoint, writing best.pt / last.pt into the run directory itself."""
@@ -413,7 +455,8 @@ def train_chain(cfg: ChainConfig, root=None):
     callbacks = [ChainMetrics(cfg.metrics_log_frequency, cfg.analysis_samples, cfg.tau, cfg.similarity, cfg.ace_variant,
                               cfg.participation_ratio, cfg.ridge_r2, seed=cfg.data_seed),
                  ChainRunFiles(cfg.model_dump(mode="json", by_alias=True)),
-                 RunDirCheckpoint(monitor="val/acc", mode="max")]
+                 RunDirCheckpoint(monitor="val/acc", mode="max"),
+                 PlateauStop(cfg.plateau_window, cfg.plateau_rel_tol, stop=cfg.early_stopping)]
     with torch_threads(cfg.threads):
         return run(to_run_config(cfg, run_name(cfg, root)), chain_task(cfg), callbacks, root=root)
 
@@ -468,6 +511,8 @@ def _evaluate(run_dir: Path, checkpoint: str, probe_samples: int, device: str) -
     atomic_write_json(run_dir / "test_results.json", res)
     np.save(run_dir / "confusion.npy", confusion(y, logits, data.num_classes).astype(np.int64))
     atomic_write_json(run_dir / "class_report.json", report(y, logits))
+    np.savez(run_dir / "test_predictions.npz", y_true=y.cpu().numpy().astype(np.int64),
+             y_pred=logits.argmax(-1).cpu().numpy().astype(np.int64))
     return res
 
 # %% ../../nbs/12_studies.greedy_chain.ipynb
@@ -477,6 +522,65 @@ def train_and_evaluate(cfg: ChainConfig, root) -> dict:
     res = train_chain(cfg, root=root)
     return {"run_id": res.run_dir.run_id, "status": res.status, "best_val_acc": res.summary["best/val/acc"],
             "evaluation": evaluate_run(res.run_dir.path), "wall_s": round(time.time() - t0, 1)}
+
+# %% ../../nbs/12_studies.greedy_chain.ipynb
+CHAIN_NON_SEMANTIC = {"name", "out_dir", "progress", "threads"}
+
+def chain_hash(cfg: ChainConfig, n: int = 16) -> str:
+    """Stable hash of the result-relevant fields of a resolved config."""
+    d = cfg.model_dump(mode="json", by_alias=True, exclude=CHAIN_NON_SEMANTIC)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:n]
+
+def chain_trials(base: dict, models, seeds, root) -> list[Trial]:
+    """One sweep trial per (model, seed) of a base config dict, rooted at `root`."""
+    trials = []
+    for model in models:
+        for seed in seeds:
+            cfg = parse_config({**base, "model": model, "seed": seed})
+            h = chain_hash(cfg)
+            cfg = cfg.model_copy(update={"name": f"{model}_s{seed}_{h[:8]}"})
+            trials.append(Trial(cfg.name, cfg.model_dump(mode="json", by_alias=True), h, seed, {"model": model},
+                                str(Path(root).resolve()), cfg.study))
+    return trials
+
+def chain_trial(trial: Trial) -> dict:
+    """Sweep trial function: train one (model, seed) run, evaluate it on the test split, return its record."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    try:
+        res = train_chain(parse_config(trial.config), root=trial.root)
+        ev = evaluate_run(res.run_dir.path)
+    except Exception:
+        return failed_record(trial, traceback.format_exc(), time.perf_counter() - t0)
+    s = res.summary
+    return {**base_record(trial), "run_dir": str(res.run_dir.path), "model": trial.swept["model"],
+            "n_train": len(res.trainer.train_data), "n_val": len(res.trainer.val_data), "n_test": ev["n_test"],
+            "test_accuracy": ev["test_accuracy"], "test_macro_f1": ev["test_macro_f1"], "best_epoch": ev["epoch"],
+            "epochs_done": s["epochs_done"], "steps": s["steps"], "converged": s["converged"],
+            "plateau_epoch": s["plateau_epoch"], **{k: v for k, v in s.items() if k.startswith(("final/", "best/"))},
+            "wall_time_s": round(time.perf_counter() - t0, 3), "cpu_time_s": round(time.process_time() - c0, 3),
+            "state": DIVERGED if res.status == "diverged" else COMPLETE}
+
+# %% ../../nbs/12_studies.greedy_chain.ipynb
+def seed_image_interval(x, level: float = 0.95) -> dict:
+    """Mean of a [seeds, images] score array with a t-interval from a seed and a test-image variance component."""
+    x = np.asarray(x, float)
+    S, I = x.shape
+    m = float(x.mean())
+    if S < 2 or I < 2:
+        return {"estimate": m, "ci": [math.nan, math.nan], "se_seed": math.nan, "se_image": math.nan, "df": math.nan}
+    a, b = x.mean(1).var(ddof=1) / S, x.mean(0).var(ddof=1) / I
+    if a + b == 0:
+        return {"estimate": m, "ci": [m, m], "se_seed": 0.0, "se_image": 0.0, "df": math.inf}
+    df = (a + b) ** 2 / (a ** 2 / (S - 1) + b ** 2 / (I - 1))
+    half = float(sps.t.ppf(0.5 + level / 2, df)) * math.sqrt(a + b)
+    return {"estimate": m, "ci": [m - half, m + half], "se_seed": math.sqrt(a), "se_image": math.sqrt(b), "df": float(df)}
+
+def correct_matrix(run_dirs) -> np.ndarray:
+    """[runs, test images] 0/1 correctness of the final prediction, from each run's test_predictions.npz."""
+    preds = [np.load(Path(d) / "test_predictions.npz") for d in run_dirs]
+    if any(not np.array_equal(p["y_true"], preds[0]["y_true"]) for p in preds):
+        raise ValueError("the runs were not scored on the same test images")
+    return np.stack([(p["y_pred"] == p["y_true"]).astype(float) for p in preds])
 
 # %% ../../nbs/12_studies.greedy_chain.ipynb
 MODEL_LABELS = {"greedy": "GMLP (greedy)", "mlp": "MLP (backprop)"}
@@ -593,11 +697,15 @@ def _layer_colors(n: int):
     """n colours from dark (first layer) to light (last)."""
     return plt.cm.viridis(np.linspace(0.05, 0.85, max(n, 1)))
 
+def _seeds(k: int) -> str:
+    """'1 seed', '3 seeds'."""
+    return f"{k} seed{'s' if k != 1 else ''}"
+
 def _by_layer(ax, sub: pd.DataFrame, metric: str) -> None:
     """Mean over seeds (line) and each seed (dots) of a metric by layer, one colour per model."""
     for model, g in sub.groupby("model"):
         c, stats = MODEL_COLORS.get(model), g.groupby("layer_idx")["value"].agg(["mean", "std"])
-        ax.plot(stats.index, stats["mean"], "-o", color=c, lw=1.8, ms=4, label=f"{MODEL_LABELS.get(model, model)} ({g['seed'].nunique()} seeds)")
+        ax.plot(stats.index, stats["mean"], "-o", color=c, lw=1.8, ms=4, label=f"{MODEL_LABELS.get(model, model)} ({_seeds(g['seed'].nunique())})")
         ax.fill_between(stats.index, stats["mean"] - stats["std"].fillna(0), stats["mean"] + stats["std"].fillna(0), color=c, alpha=0.15)
         ax.scatter(g["layer_idx"], g["value"], color=c, s=10, alpha=0.5)
     ax.set(xlabel="layer", ylabel=_label(metric))
@@ -642,24 +750,29 @@ def plot_basic_curves(df: pd.DataFrame):
 
 @register_plot("chain_confusion")
 def plot_confusion(df: pd.DataFrame, normalize: bool = False, title: str | None = None):
-    """Confusion matrix from rows true, predicted, count (rows normalised to recall when asked); title: a subtitle."""
+    """Confusion matrix from rows true, predicted, count with scikit-learn's ConfusionMatrixDisplay (rows normalised to recall when asked)."""
     require_columns(df, ["true", "predicted", "count"], "plot_confusion")
     m = df.pivot_table(index="true", columns="predicted", values="count", aggfunc="sum", fill_value=0).to_numpy(float)
     if normalize:
         m = m / np.maximum(m.sum(1, keepdims=True), 1)
     C = m.shape[0]
     fig, ax = plt.subplots(figsize=(5.4 + 0.05 * C, 4.6 + 0.05 * C))
-    im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1 if normalize else None)
-    fig.colorbar(im, ax=ax, label="fraction of the true class" if normalize else "test images")
-    if C <= 20:
-        for (i, j), v in np.ndenumerate(m):
-            ax.text(j, i, f"{v:.2f}" if normalize else f"{int(v)}", ha="center", va="center", fontsize=7,
-                    color="white" if v > 0.6 * m.max() else "black")
-    ax.set(xlabel="predicted class", ylabel="true class", xticks=range(C) if C <= 20 else [], yticks=range(C) if C <= 20 else [])
+    disp = ConfusionMatrixDisplay(m).plot(ax=ax, cmap="Blues", include_values=C <= 20, values_format=".2f" if normalize else ".0f")
+    disp.im_.set_clim(0, 1 if normalize else max(m.max(), 1))
+    disp.im_.colorbar.set_label("fraction of the true class" if normalize else "test images")
+    ax.set(xlabel="predicted class", ylabel="true class")
+    if C > 20:
+        ax.set(xticks=[], yticks=[])
     head = "Confusion matrix (row-normalised)" if normalize else "Confusion matrix (counts)"
     ax.set_title(f"{head}\n{title}" if title else head, fontsize=10)
     fig.tight_layout()
     return fig
+
+def show_confusion(run_dir, normalize: bool = False):
+    """The confusion-matrix figure of an evaluated run, from its confusion.npy (written by greedy-eval)."""
+    if not (Path(run_dir) / "confusion.npy").exists():
+        raise FileNotFoundError(f"no confusion.npy in {run_dir}: evaluate it first (greedy-eval --run_dir {run_dir})")
+    return plot_confusion(confusion_frame(run_dir), normalize, title=Path(run_dir).name)
 
 @register_plot("chain_heatmap")
 def plot_heatmap(df: pd.DataFrame, metric: str, split: str = "val"):
@@ -831,6 +944,134 @@ def plot_timeline(df: pd.DataFrame, metric: str, layer: str):
     fig.tight_layout()
     return fig
 
+def _run_legend(fig, colors: dict) -> None:
+    """One legend entry per run below the panels."""
+    handles = [Line2D([], [], color=c, label=l) for l, c in colors.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, -0.06))
+
+@register_plot("chain_multi_run")
+def plot_multi_run(df: pd.DataFrame, metric: str, layer: str | None = None, split: str = "val"):
+    """One metric over steps on one split, one line per run: at one layer, or one panel per layer (layer None)."""
+    require_columns(df, ["label", "model", "seed", "split", "metric", "layer", "layer_idx", "step", "value"], "plot_multi_run")
+    sub = df[(df["metric"] == metric) & (df["split"] == split)].dropna(subset=["layer_idx"])
+    sub = sub if layer is None else sub[sub["layer"] == layer]
+    if sub.empty:
+        raise ValueError(f"plot_multi_run: no {split} rows for metric {metric!r} at {layer or 'any layer'}")
+    layers, colors = sorted(sub["layer_idx"].unique()), _run_colors(sub)
+    fig, axes = _grid(len(layers), ncols=4, w=3.6, h=3.0)
+    for ax, li in zip(axes, layers):
+        for label, g in sub[sub["layer_idx"] == li].groupby("label"):
+            ax.plot(g["step"], g["value"], color=colors[label], lw=1.3)
+        ax.set(xlabel="optimizer step", ylabel=_label(metric), title=f"layer {int(li)}")
+        ax.grid(alpha=0.3)
+    _run_legend(fig, colors)
+    fig.suptitle(f"{metric} across runs ({split})")
+    fig.tight_layout()
+    return fig
+
+@register_plot("chain_architecture_metric")
+def plot_architecture_metric(final: pd.DataFrame, metric: str):
+    """One chain metric at the end of training by layer, MLP vs GMLP (mean line, sd band, a dot per seed)."""
+    require_columns(final, ["model", "seed", "metric", "layer_idx", "value"], "plot_architecture_metric")
+    sub = final[final["metric"] == metric]
+    if sub.empty:
+        raise ValueError(f"plot_architecture_metric: no rows for metric {metric!r}")
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    _by_layer(ax, sub, metric)
+    ax.set_title(f"MLP vs GMLP: {metric} at the end of training", fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+@register_plot("chain_layerwise")
+def plot_layerwise(df: pd.DataFrame, metric: str, split: str = "val"):
+    """The seed's legacy layer-wise view: one metric over steps, one line per layer, one panel per run."""
+    require_columns(df, ["label", "split", "metric", "layer_idx", "step", "value"], "plot_layerwise")
+    sub = df[(df["metric"] == metric) & (df["split"] == split)].dropna(subset=["layer_idx"])
+    if sub.empty:
+        raise ValueError(f"plot_layerwise: no {split} rows for metric {metric!r}")
+    labels = sorted(sub["label"].unique())
+    colors = _layer_colors(int(sub["layer_idx"].max()) + 1)
+    fig, axes = _grid(len(labels), ncols=2, w=4.8, h=3.2)
+    for ax, label in zip(axes, labels):
+        for li, g in sub[sub["label"] == label].groupby("layer_idx"):
+            ax.plot(g["step"], g["value"], "-o", ms=2.5, lw=1.2, color=colors[int(li)], label=f"layer {int(li)}")
+        ax.set(xlabel="optimizer step", ylabel=_label(metric), title=label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, frameon=False)
+    fig.suptitle(f"{metric} by layer over training ({split})")
+    fig.tight_layout()
+    return fig
+
+@register_plot("chain_metrics_heatmap")
+def plot_metrics_heatmap(final: pd.DataFrame, split: str = "val"):
+    """The seed's legacy metrics heatmap: every metric by layer at the end of training, one panel per model."""
+    require_columns(final, ["model", "metric", "layer_idx", "value"], "plot_metrics_heatmap")
+    mean = final[final["metric"].isin(CHAIN_METRICS)].groupby(["model", "metric", "layer_idx"])["value"].mean()
+    metrics = [m for m in CHAIN_METRICS if m in set(mean.index.get_level_values("metric"))]
+    models = [m for m in MODEL_LABELS if m in set(mean.index.get_level_values("model"))]
+    lo, span = mean.groupby("metric").min(), mean.groupby("metric").max() - mean.groupby("metric").min()
+    nl = mean.index.get_level_values("layer_idx").nunique()
+    fig, axes = plt.subplots(1, len(models), figsize=(2.2 + (1.0 + 0.75 * nl) * len(models), 1.4 + 0.42 * len(metrics)),
+                             squeeze=False, sharey=True)
+    for k, (ax, model) in enumerate(zip(axes[0], models)):
+        tab = mean.loc[model].unstack("layer_idx").reindex(metrics)
+        scaled = tab.sub(lo.reindex(metrics), axis=0).div(span.reindex(metrics).replace(0, 1), axis=0)
+        sns.heatmap(scaled, annot=tab.to_numpy(), fmt=".3g", cmap="viridis", vmin=0, vmax=1, ax=ax, annot_kws={"fontsize": 7},
+                    cbar=k == len(models) - 1, cbar_kws={"label": "value scaled within its metric (0 lowest, 1 highest)"},
+                    xticklabels=[str(int(c)) for c in tab.columns])
+        ax.set(xlabel="layer", ylabel="metric" if k == 0 else "", title=MODEL_LABELS[model])
+    fig.suptitle(f"Every per-layer metric at the end of training ({split}; numbers: mean over seeds)", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+# %% ../../nbs/12_studies.greedy_chain.ipynb
+@register_plot("chain_convergence")
+def plot_convergence(curves: pd.DataFrame, runs: pd.DataFrame, gap: dict | None = None):
+    """Validation CE and accuracy per epoch with the plateau and best epochs marked; test accuracy paired by seed."""
+    require_columns(curves, ["model", "seed", "metric", "epoch", "value"], "plot_convergence")
+    require_columns(runs, ["model", "seed", "test_accuracy", "best_epoch", "plateau_epoch"], "plot_convergence")
+    label = lambda d: d.assign(label=d["model"].map(MODEL_LABELS) + " s" + d["seed"].astype(str))
+    curves, runs = label(curves), label(runs).set_index("label")
+    colors = _run_colors(curves)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.3), gridspec_kw={"width_ratios": [1.25, 1.25, 0.8]})
+    for ax, metric, mark, marker in ((axes[0], "ce", "plateau_epoch", "X"), (axes[1], "acc", "best_epoch", "*")):
+        for lab, g in curves[curves["metric"] == metric].groupby("label"):
+            v = g.set_index(g["epoch"] + 1)["value"].sort_index()
+            ax.plot(v.index, v.values, color=colors[lab], lw=1.3)
+            e = runs[mark].get(lab)
+            if e is not None and pd.notna(e) and int(e) in v.index:
+                ax.plot(int(e), v[int(e)], marker, color=colors[lab], ms=11, mec="black", mew=0.6, zorder=3)
+        ax.set(xlabel="epoch", ylabel=_label(metric))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].set_title("Validation cross-entropy (x: first plateau)", fontsize=10)
+    axes[1].set_title("Validation accuracy (★: checkpoint tested)", fontsize=10)
+    _paired_test_accuracy(axes[2], runs, gap)
+    _run_legend(fig, colors)
+    fig.tight_layout()
+    return fig
+
+def _paired_test_accuracy(ax, runs: pd.DataFrame, gap: dict | None) -> None:
+    """Test accuracy of MLP (left) and GMLP (right), one grey line per seed, the gap claim in the title."""
+    wide = runs.pivot_table(index="seed", columns="model", values="test_accuracy")
+    models = [m for m in MODEL_LABELS if m in wide.columns][::-1]
+    for seed, row in wide.iterrows():
+        ax.plot(range(len(models)), row[models].to_numpy(), "-", color="0.6", lw=1)
+        for k, m in enumerate(models):
+            ax.annotate(f"s{seed}", (k, row[m]), xytext=(6 if k else -6, 0), textcoords="offset points", fontsize=7,
+                        va="center", ha="left" if k else "right")
+    for k, m in enumerate(models):
+        ax.scatter(np.full(len(wide), k), wide[m], color=MODEL_COLORS[m], s=30, zorder=3)
+    ax.set(xticks=range(len(models)), xticklabels=[MODEL_LABELS[m] for m in models], xlim=(-0.4, len(models) - 0.4),
+           ylabel="test accuracy")
+    head = "Test accuracy, paired by seed"
+    if gap is not None:
+        head += f"\nGMLP − MLP {format_estimate(gap['estimate'], gap['ci'])} ({gap['n_seeds']} seeds, {gap['verdict']})"
+    ax.set_title(head, fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+
 # %% ../../nbs/12_studies.greedy_chain.ipynb
 RQ_PANELS = (("test_probe_accuracy", "Q1 Are later layers more predictive?"),
              ("participation_ratio", "Q2 Are layers compressing?"),
@@ -864,15 +1105,22 @@ def plot_research_questions(table: pd.DataFrame):
     return fig
 
 # %% ../../nbs/12_studies.greedy_chain.ipynb
-FIGURE_KINDS = ("basic_curves", "confusion", "heatmap", "train_val", "overview", "distributions",
-                "architecture_comparison", "correlation", "layer_progression", "timeline", "research_questions")
+FIGURE_KINDS = ("basic_curves", "confusion", "heatmap", "train_val", "overview", "distributions", "multi_run",
+                "architecture_comparison", "correlation", "layer_progression", "timeline", "legacy", "research_questions")
 TRAIN_VAL_METRICS = ("accuracy", "probe_accuracy", "cross_entropy")
+MULTI_RUN_METRICS = ("accuracy", "probe_accuracy", "cross_entropy", "alignment", "margin", "ace_regularizer",
+                     "mutual_information", "gaussian_entropy")
 
 def _phases(phase: str) -> list[str]:
     """The splits a phase option names."""
     return ["train", "val"] if phase == "both" else [phase]
 
-def make_figures(run_dirs, out_dir, kinds=FIGURE_KINDS, heatmap_metrics=None, timeline=None, phase: str = "both") -> list[Path]:
+def _evaluated(run_dirs) -> list[Path]:
+    """The run directories that have a confusion.npy."""
+    return [rd for rd in find_runs(run_dirs) if (rd / "confusion.npy").exists()]
+
+def make_figures(run_dirs, out_dir, kinds=FIGURE_KINDS, heatmap_metrics=None, timeline=None, phase: str = "val",
+                 multi_run=None, confusion_runs=None) -> list[Path]:
     """Draw the requested figure kinds for the runs into out_dir (confusion: into each run's figures/)."""
     out, made = Path(out_dir), []
     df = chain_metrics_frame(run_dirs)
@@ -886,11 +1134,9 @@ def make_figures(run_dirs, out_dir, kinds=FIGURE_KINDS, heatmap_metrics=None, ti
         data = df[df["metric"].isin(["loss", "acc", "ce"])]
         save(plot_basic_curves(data), "basic_training_curves.png", data)
     if "confusion" in kinds:
-        for rd in find_runs(run_dirs):
-            if (rd / "confusion.npy").exists():
-                cm = confusion_frame(rd)
-                for norm, name in ((False, "confusion_matrix.png"), (True, "confusion_matrix_normalized.png")):
-                    made.append(save_figure(plot_confusion(cm, norm, title=rd.name), rd / "figures" / name, cm))
+        for rd in find_runs(confusion_runs) if confusion_runs else _evaluated(run_dirs):
+            for norm, name in ((False, "confusion_matrix.png"), (True, "confusion_matrix_normalized.png")):
+                made.append(save_figure(show_confusion(rd, norm), rd / "figures" / name, confusion_frame(rd)))
     if "heatmap" in kinds:
         for metric in heatmap_metrics or present:
             for split in _phases(phase):
@@ -907,9 +1153,17 @@ def make_figures(run_dirs, out_dir, kinds=FIGURE_KINDS, heatmap_metrics=None, ti
             for split in _phases(phase):
                 data = df[(df["split"] == split) & df["metric"].isin(CHAIN_METRICS)]
                 save(fn(data, split), f"{stem}_{split}.png", data)
+    if "multi_run" in kinds:
+        for metric, layer in multi_run or [(m, None) for m in MULTI_RUN_METRICS if m in present]:
+            for split in _phases(phase):
+                data = df[(df["metric"] == metric) & (df["split"] == split) & (df["layer"] == layer if layer else True)]
+                save(plot_multi_run(data, metric, layer, split), f"multi_run_{metric}_{layer or 'all'}_{split}.png", data)
     if "architecture_comparison" in kinds:
         fin = final_values(df)
         save(plot_architecture_comparison(fin, tests), "architecture_comparison.png", pd.concat([fin, tests]))
+        for metric in present:
+            data = fin[fin["metric"] == metric]
+            save(plot_architecture_metric(data, metric), f"architecture_comparison_{metric}.png", data)
     if "layer_progression" in kinds:
         data = df[(df["split"] == "val") & df["metric"].isin(CHAIN_METRICS)]
         save(plot_layer_progression(data), "layer_progression_analysis.png", data)
@@ -917,6 +1171,13 @@ def make_figures(run_dirs, out_dir, kinds=FIGURE_KINDS, heatmap_metrics=None, ti
         metric, layer = timeline or ("accuracy", layer_name(int(df["layer_idx"].max())))
         data = df[(df["metric"] == metric) & (df["layer"] == layer)]
         save(plot_timeline(data, metric, layer), f"timeline_{metric}_{layer}.png", data)
+    if "legacy" in kinds:
+        for split in _phases(phase):
+            fin = final_values(df, split)
+            save(plot_metrics_heatmap(fin, split), f"metrics_heatmap_{split}.png", fin)
+            for metric in present:
+                data = df[(df["metric"] == metric) & (df["split"] == split)]
+                save(plot_layerwise(data, metric, split), f"layerwise_{metric}_{split}.png", data)
     if "research_questions" in kinds:
         table = research_table(df, tests)
         save(plot_research_questions(table), "research_questions.png", table)
@@ -975,41 +1236,54 @@ def _plot_parser() -> argparse.ArgumentParser:
     p = CommandParser(prog="greedy-plot-metrics", description="Draw the greedy-chain figures (PNG + CSV) from run directories.")
     p.add_argument("--run_dirs", nargs="+", required=True, help="run directories (or folders holding them)")
     p.add_argument("--out_dir", help="where figures go (default: <first run dir>/figures)")
-    p.add_argument("--phase", default="both", choices=["train", "val", "both"], help="split(s) for per-phase figures")
+    p.add_argument("--phase", default="val", choices=["train", "val", "both"], help="split(s) for per-phase figures (default val, as in the seed)")
     p.add_argument("--comprehensive", action="store_true", help="every figure kind below (heatmaps of every metric; timeline of accuracy at the last layer)")
     p.add_argument("--basic_curves", action="store_true", help="training objective, validation loss and accuracy")
-    p.add_argument("--confusion", action="store_true", help="confusion matrices (counts, row-normalised) of evaluated runs, into each run's figures/")
+    p.add_argument("--confusion", nargs="*", metavar="RUN_DIR", help="confusion matrices (counts, row-normalised) of these "
+                   "evaluated runs (none given: of every evaluated run of --run_dirs), into each run's figures/")
     p.add_argument("--heatmap", metavar="METRIC", help="per-layer heatmap of METRIC over steps")
     p.add_argument("--train_val", action="store_true", help="train vs validation curves per layer")
     p.add_argument("--overview", action="store_true", help="all per-layer metrics over training")
     p.add_argument("--distributions", action="store_true", help="box plots of every metric by layer and model")
-    p.add_argument("--architecture_comparison", action="store_true", help="MLP vs GMLP by layer and test accuracy")
+    p.add_argument("--multi_run", metavar="METRIC", help="METRIC over steps, one line per run, at --layer (default: every layer)")
+    p.add_argument("--architecture_comparison", action="store_true", help="MLP vs GMLP by layer (all metrics, and one file per metric) and test accuracy")
     p.add_argument("--correlation", action="store_true", help="Spearman correlation matrix of the metrics")
     p.add_argument("--layer_progression", action="store_true", help="metrics by layer at several points of training")
     p.add_argument("--timeline", metavar="METRIC", help="METRIC over steps at --layer (train and val)")
-    p.add_argument("--layer", help="layer for --timeline: layer_i or i (default: last layer)")
+    p.add_argument("--layer", help="layer for --timeline (default: the last) and --multi_run (default: all): layer_i or i")
+    p.add_argument("--legacy", action="store_true", help="the seed's plot_curves.py figures: layerwise_{metric}_{phase}.png, metrics_heatmap_{phase}.png")
     p.add_argument("--research_questions", action="store_true", help="research_questions.png")
     return p
 
+def _layer_arg(layer, df: pd.DataFrame) -> str | None:
+    """A --layer value (layer_i or i) checked against the logged layers; None stays None."""
+    if layer is None:
+        return None
+    name = layer if str(layer).startswith("layer_") else layer_name(int(layer)) if str(layer).isdigit() else str(layer)
+    if name not in set(df["layer"]):
+        raise UsageError(f"unknown layer {layer!r}; logged: {', '.join(sorted(df['layer'].dropna().unique()))}")
+    return name
+
 def _requested(a, df: pd.DataFrame) -> tuple[list[str], dict]:
-    """Figure kinds and their options from parsed plot arguments, checked against the logged metrics."""
-    kinds = list(FIGURE_KINDS) if a.comprehensive else [k for k in FIGURE_KINDS if getattr(a, k, None)]
+    """Figure kinds and their options from parsed plot arguments, checked against the logged metrics and files."""
+    kinds = list(FIGURE_KINDS) if a.comprehensive else [k for k in FIGURE_KINDS if getattr(a, k, None) not in (None, False)]
     known = sorted(set(df["metric"]) & set(CHAIN_METRICS))
-    for m in filter(None, (a.heatmap, a.timeline)):
+    for m in filter(None, (a.heatmap, a.timeline, a.multi_run)):
         if m not in known:
             raise UsageError(f"unknown metric {m!r}; logged: {', '.join(known)}")
-    opts = {"heatmap_metrics": [a.heatmap] if a.heatmap else None, "phase": a.phase}
+    layer = _layer_arg(a.layer, df)
+    for rd in a.confusion or []:
+        if not (Path(rd) / "confusion.npy").exists():
+            raise UsageError(f"no confusion.npy in {rd}: evaluate it first (greedy-eval --run_dir {rd})")
+    opts = {"heatmap_metrics": [a.heatmap] if a.heatmap else None, "phase": a.phase, "confusion_runs": a.confusion or None,
+            "multi_run": [(a.multi_run, layer)] if a.multi_run else None}
     if a.timeline:
-        layer = a.layer if a.layer is None or str(a.layer).startswith("layer_") else layer_name(int(a.layer))
-        layer = layer or layer_name(int(df["layer_idx"].max()))
-        if layer not in set(df["layer"]):
-            raise UsageError(f"unknown layer {a.layer!r}; logged: {', '.join(sorted(df['layer'].dropna().unique()))}")
-        opts["timeline"] = (a.timeline, layer)
+        opts["timeline"] = (a.timeline, layer or layer_name(int(df["layer_idx"].max())))
     return kinds, opts
 
 @guarded
 def plot_metrics_cli(argv=None):
-    """greedy-plot-metrics: draw figures from run directories."""
+    """plot_metrics (greedy-plot-metrics): draw figures from run directories."""
     p = _plot_parser()
     a = p.parse_args(argv)
     runs = find_runs(a.run_dirs)
@@ -1020,6 +1294,18 @@ def plot_metrics_cli(argv=None):
         p.error("choose at least one figure kind (or --comprehensive)")
     for f in make_figures(runs, a.out_dir or runs[0] / "figures", kinds, **opts):
         print(f)
+    return 0
+
+@guarded
+def show_confusion_cli(argv=None):
+    """show_confusion: draw an evaluated run's confusion matrix into its figures/."""
+    p = argparse.ArgumentParser(prog="show_confusion", description="Draw the confusion matrix of an evaluated run "
+                                "(confusion.npy, written by greedy-eval) into RUN_DIR/figures/.")
+    p.add_argument("--run_dir", required=True, help="a run directory evaluated by greedy-eval")
+    p.add_argument("--normalize", action="store_true", help="row-normalise (each true class sums to 1)")
+    a = p.parse_args(argv)
+    name = "confusion_matrix_normalized.png" if a.normalize else "confusion_matrix.png"
+    print(save_figure(show_confusion(a.run_dir, a.normalize), Path(a.run_dir) / "figures" / name, confusion_frame(a.run_dir)))
     return 0
 
 # %% ../../nbs/12_studies.greedy_chain.ipynb
@@ -1069,4 +1355,5 @@ def run_simulation_cli(argv=None):
 train_main = exit_with(train_cli)
 eval_main = exit_with(eval_cli)
 plot_metrics_main = exit_with(plot_metrics_cli)
+show_confusion_main = exit_with(show_confusion_cli)
 run_simulation_main = exit_with(run_simulation_cli)
