@@ -59,14 +59,14 @@ __all__ = ['CHAIN_DATASETS', 'PROFILE_SIZES', 'ACE_VARIANTS', 'PROBE_ALPHA', 'CH
            'to_run_config', 'make_anchors', 'anchor_similarity', 'anchor_logits', 'GreedyBlock', 'GMLP', 'chain_layers',
            'final_logits', 'ace_term', 'local_losses', 'chain_task', 'layer_name', 'layer_metrics', 'ChainMetrics',
            'ChainRunFiles', 'PlateauStop', 'RunDirCheckpoint', 'run_name', 'torch_threads', 'train_chain',
-           'read_params', 'load_run_model', 'predict', 'layer_features', 'evaluate_run', 'train_and_evaluate',
-           'chain_hash', 'chain_trials', 'chain_trial', 'seed_image_interval', 'correct_matrix', 'run_info',
-           'layer_index', 'chain_metrics_frame', 'final_values', 'test_frame', 'confusion_frame', 'research_table',
-           'layer_trend', 'plot_basic_curves', 'plot_confusion', 'show_confusion', 'plot_heatmap', 'plot_train_val',
-           'plot_overview', 'plot_distributions', 'plot_architecture_comparison', 'plot_correlation',
-           'plot_layer_progression', 'plot_timeline', 'plot_multi_run', 'plot_architecture_metric', 'plot_layerwise',
-           'plot_metrics_heatmap', 'plot_convergence', 'plot_research_questions', 'make_figures', 'UsageError',
-           'train_cli', 'eval_cli', 'plot_metrics_cli', 'show_confusion_cli', 'list_files', 'run_simulation_cli']
+           'read_params', 'load_run_model', 'predict', 'layer_features', 'evaluate_run', 'chain_hash', 'chain_trials',
+           'chain_trial', 'seed_image_interval', 'correct_matrix', 'run_info', 'layer_index', 'chain_metrics_frame',
+           'final_values', 'test_frame', 'confusion_frame', 'research_table', 'layer_trend', 'plot_basic_curves',
+           'plot_confusion', 'show_confusion', 'plot_heatmap', 'plot_train_val', 'plot_overview', 'plot_distributions',
+           'plot_architecture_comparison', 'plot_correlation', 'plot_layer_progression', 'plot_timeline',
+           'plot_multi_run', 'plot_architecture_metric', 'plot_layerwise', 'plot_metrics_heatmap', 'plot_convergence',
+           'plot_research_questions', 'make_figures', 'UsageError', 'train_cli', 'eval_cli', 'plot_metrics_cli',
+           'show_confusion_cli', 'list_files', 'run_simulation_cli']
 
 # %% ../../nbs/12_studies.greedy_chain.ipynb
 CHAIN_DATASETS = ("mnist", "digits", "mnist_full", "fashion_mnist", "cifar10", "cifar100")
@@ -514,14 +514,6 @@ def _evaluate(run_dir: Path, checkpoint: str, probe_samples: int, device: str) -
     np.savez(run_dir / "test_predictions.npz", y_true=y.cpu().numpy().astype(np.int64),
              y_pred=logits.argmax(-1).cpu().numpy().astype(np.int64))
     return res
-
-# %% ../../nbs/12_studies.greedy_chain.ipynb
-def train_and_evaluate(cfg: ChainConfig, root) -> dict:
-    """Train one config and evaluate its best checkpoint on the test split; plain values, so a sweep worker can run it."""
-    t0 = time.time()
-    res = train_chain(cfg, root=root)
-    return {"run_id": res.run_dir.run_id, "status": res.status, "best_val_acc": res.summary["best/val/acc"],
-            "evaluation": evaluate_run(res.run_dir.path), "wall_s": round(time.time() - t0, 1)}
 
 # %% ../../nbs/12_studies.greedy_chain.ipynb
 CHAIN_NON_SEMANTIC = {"name", "out_dir", "progress", "threads"}
