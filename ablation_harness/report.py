@@ -593,8 +593,9 @@ def intro_page(results: list[StudyResult], template: str, per_study: int = 2) ->
             claims = h["claims"]
             body += [f"- {claim_sentence(c)}" for c in claims[:per_study]]
             more = len(claims) - per_study
-            body.append(("" if more <= 0 else f"\n{more} more claim{'s' * (more > 1)} in the [summary](summary.md). ")
-                        + "\n" + context_line(h["context"]) + "\n")
+            if more > 0:
+                body.append(f"\n{more} more claim{'s' * (more > 1)} in the [summary](summary.md).")
+            body.append(f"\n{context_line(h['context'])}\n")
             if fig := key_figure(r, h):
                 body.append(f":::{{figure}} {book_figure(r, fig)}\n:alt: key figure of {r.name}\n:width: 85%\n\n"
                             f"Key figure of {_chapter_link(r, _title(r))}.\n:::\n")
