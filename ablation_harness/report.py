@@ -387,16 +387,18 @@ def _md_table(df: pd.DataFrame) -> str:
     return "\n".join("| " + " | ".join(map(str, row)) + " |" for row in rows)
 
 def parameters_markdown(nb) -> str:
-    """A markdown table of a study's parameters: value (papermill's, else the default), who set it, its comment."""
+    """Markdown with an HTML table of a study's parameters: value (papermill's, else the default), who set it, its
+    comment. HTML, because markdown would turn names like `optim.lr` in a comment into web links."""
     cell = next((c for c in nb.cells if "parameters" in c.metadata.get("tags", [])), None)
     injected = nb.metadata.get("papermill", {}).get("parameters", {})
     rows = []
     for p in PythonTranslator.inspect(cell) if cell is not None else []:
         v = injected.get(p.name)
         value = p.default if p.name not in injected else json.dumps(v) if isinstance(v, str) else repr(v)
-        rows.append({"parameter": f"`{p.name}`", "value": f"`{value}`",
-                     "set by": "the report" if p.name in injected else "notebook default", "meaning": p.help or ""})
-    return "**Parameters of this run**\n\n" + (_md_table(pd.DataFrame(rows)) if rows else "_none declared_") + "\n"
+        rows.append({"parameter": p.name, "value": value, "set by": "report" if p.name in injected else "default",
+                     "meaning": p.help or ""})
+    table = pd.DataFrame(rows).to_html(index=False, border=0) if rows else "<p>none declared</p>"
+    return f"**Parameters of this run**\n\n{table}\n"
 
 def dress_chapter(nb, out_dir, out_root):
     """The executed notebook as the book shows it: code folded, parameters as a table, no machine paths,
