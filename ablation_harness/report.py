@@ -43,9 +43,9 @@ __all__ = ['PACKAGE_DIR', 'REPO_DIR', 'DATA_DIR', 'NBS_DIR', 'EXP_DIR', 'BOOK_DI
            'papermill_options', 'read_manifest', 'StudyResult', 'cached_result', 'run_study', 'study_headline',
            'study_claims', 'rotate_claims', 'estimate_text', 'claim_changes', 'display_path', 'path_replacements',
            'scrubber', 'round_tables', 'parameters_markdown', 'dress_chapter', 'execute_api_notebook', 'dress_api',
-           'chapter_bytes', 'notebook_title', 'reproduce_command', 'badge', 'claim_sentence', 'context_line',
-           'key_figure', 'book_figure', 'intro_page', 'summary_page', 'lock_pins', 'lock_section', 'provenance_page',
-           'assemble_book', 'build_book', 'results_table', 'result_line', 'make_report']
+           'chapter_bytes', 'notebook_title', 'reproduce_command', 'badge', 'claim_sentence', 'converged_text',
+           'context_line', 'key_figure', 'book_figure', 'intro_page', 'summary_page', 'lock_pins', 'lock_section',
+           'provenance_page', 'assemble_book', 'build_book', 'results_table', 'result_line', 'make_report']
 
 # %% ../nbs/20_report.ipynb
 PACKAGE_DIR = Path(ablation_harness.__file__).resolve().parent
@@ -553,14 +553,24 @@ def claim_sentence(c: dict) -> str:
     return (f"{badge(c['verdict'])} {c['claim'].rstrip('. ')}: **{estimate_text(c)}** "
             f"(95% {c['ci_method']}, {c['n_seeds']} seeds{ref_text}).")
 
+def converged_text(conv) -> str:
+    """`context.converged` in words: a bool, a fraction of runs, or a dict of conditions."""
+    if isinstance(conv, bool):
+        return "yes" if conv else "no"
+    if isinstance(conv, (int, float)):
+        return f"{conv:.0%} of runs"
+    if isinstance(conv, dict) and conv:
+        yes = [str(k) for k, v in conv.items() if v]
+        return f"{len(yes)} of {len(conv)}" + (f" ({', '.join(yes)})" if yes else "")
+    return "not stated"
+
 def context_line(ctx: dict) -> str:
     """A study's context in one line: profile, seeds, wall time, convergence."""
     seeds = ctx.get("seeds")
-    conv = ctx.get("converged")
-    conv_text = ("yes" if conv else "no") if isinstance(conv, bool) else (
-        f"{conv:.0%} of runs" if isinstance(conv, (int, float)) else "not stated")
+    conv_text = converged_text(ctx.get("converged"))
     parts = [f"Profile `{ctx.get('profile', '?')}`",
-             f"{len(seeds)} seeds" if isinstance(seeds, list) else f"seeds {seeds}" if seeds is not None else "",
+             f"{len(seeds)} seed{'s' * (len(seeds) != 1)}" if isinstance(seeds, list)
+             else f"seeds {seeds}" if seeds is not None else "",
              f"wall time {ctx['wall_time_s']:.0f} s" if isinstance(ctx.get("wall_time_s"), (int, float)) else "",
              f"converged: {conv_text}" + (f" ({ctx['convergence_criterion'].rstrip('.')})"
                                           if ctx.get("convergence_criterion") else "")]
@@ -644,6 +654,8 @@ def summary_page(results: list[StudyResult], claims: pd.DataFrame, changes: pd.D
                                                                       for w in ("flipped", "left")) else "")
                                                           + change.get((r.name, c["id"]), "")}
                              for c in h["claims"]])
+        if previous is None:   # nothing to compare with
+            rows = rows.drop(columns="since the previous build")
         sections.append(f"{head}\n{context_line(h['context'])}\n\n{_md_table(rows)}\n")
     return (f"# Summary\n\nThe claims the studies published: {len(claims)} in all ({tally}). Each estimate is shown with "
             "its 95% interval over seeds; a claim is *resolved* when its interval settles it, *unresolved* when it "
