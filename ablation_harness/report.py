@@ -16,6 +16,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -37,15 +38,16 @@ from .stats import claims_table, format_estimate, read_headline, significant
 # %% auto 0
 __all__ = ['PACKAGE_DIR', 'REPO_DIR', 'DATA_DIR', 'NBS_DIR', 'EXP_DIR', 'BOOK_DIR', 'OUT_ROOT', 'PROFILES', 'MANIFEST',
            'HEADLINE', 'PACKAGE_SUFFIXES', 'HASH_SKIP', 'KERNEL_ARGS', 'TQDM_BAR', 'CLAIMS_SNAPSHOT', 'CLAIMS_PREVIOUS',
-           'FOLD_TAGS', 'HTML_FLOAT', 'SKIP_DIRECTIVES', 'DIRECTIVE_TAGS', 'VERDICT_BADGE', 'LOCK_FILES', 'PIN',
-           'discover_studies', 'study_dir', 'UnknownParameterError', 'declared_parameters', 'study_params',
+           'FOLD_TAGS', 'HTML_FLOAT', 'SKIP_DIRECTIVES', 'DIRECTIVE_TAGS', 'API_WORKERS', 'VERDICT_BADGE', 'LOCK_FILES',
+           'PIN', 'discover_studies', 'study_dir', 'UnknownParameterError', 'declared_parameters', 'study_params',
            'library_versions', 'notebook_content', 'study_hash', 'interactive', 'StudyProgress', 'study_progress',
            'papermill_options', 'read_manifest', 'StudyResult', 'cached_result', 'run_study', 'study_headline',
            'study_claims', 'rotate_claims', 'estimate_text', 'claim_changes', 'display_path', 'path_replacements',
            'scrubber', 'round_tables', 'parameters_markdown', 'dress_chapter', 'execute_api_notebook', 'dress_api',
-           'chapter_bytes', 'notebook_title', 'reproduce_command', 'badge', 'claim_sentence', 'converged_text',
-           'context_line', 'key_figure', 'book_figure', 'intro_page', 'summary_page', 'lock_pins', 'lock_section',
-           'provenance_page', 'assemble_book', 'build_book', 'results_table', 'result_line', 'make_report']
+           'api_base_key', 'chapter_bytes', 'notebook_title', 'reproduce_command', 'badge', 'claim_sentence',
+           'converged_text', 'context_line', 'key_figure', 'book_figure', 'intro_page', 'summary_page', 'lock_pins',
+           'lock_section', 'provenance_page', 'assemble_book', 'build_book', 'results_table', 'result_line',
+           'make_report']
 
 # %% ../nbs/20_report.ipynb
 PACKAGE_DIR = Path(ablation_harness.__file__).resolve().parent
@@ -387,8 +389,8 @@ def _md_table(df: pd.DataFrame) -> str:
     return "\n".join("| " + " | ".join(map(str, row)) + " |" for row in rows)
 
 def parameters_markdown(nb) -> str:
-    """Markdown with an HTML table of a study's parameters: value (papermill's, else the default), who set it, its
-    comment. HTML, because markdown would turn names like `optim.lr` in a comment into web links."""
+    """A folded table of a study's parameters (value: papermill's, else the default; who set it; its comment),
+    titled with the values the report set. HTML, as markdown would turn names like `optim.lr` into web links."""
     cell = next((c for c in nb.cells if "parameters" in c.metadata.get("tags", [])), None)
     injected = nb.metadata.get("papermill", {}).get("parameters", {})
     rows = []
@@ -398,7 +400,10 @@ def parameters_markdown(nb) -> str:
         rows.append({"parameter": p.name, "value": value, "set by": "report" if p.name in injected else "default",
                      "meaning": p.help or ""})
     table = pd.DataFrame(rows).to_html(index=False, border=0) if rows else "<p>none declared</p>"
-    return f"**Parameters of this run**\n\n{table}\n"
+    set_here = ", ".join(f"{r['parameter']} = {r['value']}" for r in rows if r["set by"] == "report")
+    n_default = sum(r["set by"] == "default" for r in rows)
+    title = f"Parameters of this run: {set_here or 'all defaults'} (set by the report); {n_default} notebook defaults"
+    return f":::{{dropdown}} {title}\n\n{table}\n:::\n"
 
 def dress_chapter(nb, out_dir, out_root):
     """The executed notebook as the book shows it: code folded, parameters as a table, no machine paths,
@@ -473,26 +478,46 @@ def dress_api(nb):
     return nb
 
 # %% ../nbs/20_report.ipynb
+API_WORKERS = 2   # notebooks executed at once: two cores here, and each kernel spends most of its time importing
+
+def api_base_key(package_dir=PACKAGE_DIR, data_dir=DATA_DIR) -> str:
+    """One digest of what every API page depends on besides its own cells: package code, shipped data, versions."""
+    h = hashlib.sha256(json.dumps(library_versions(), sort_keys=True).encode())
+    for tag, root, suffixes in (("package", package_dir, PACKAGE_SUFFIXES), ("data", data_dir, None)):
+        for f in _tree_files(root, suffixes):
+            h.update(f"{tag}/{f.relative_to(root).as_posix()}\0{f.stat().st_size}\0".encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+def _page_key(path) -> str | None:
+    """The key an executed API page was made with (None when there is no page)."""
+    return nbformat.read(str(path), as_version=4).metadata.get("ablation_harness", {}).get("key") if path.exists() else None
+
+def _api_page(src: Path, key: str, nbs_dir) -> tuple[bytes, str | None]:
+    """Execute one module notebook in a scratch folder and dress it: its JSON for the book and its error line."""
+    with tempfile.TemporaryDirectory() as cwd:
+        nb, error = execute_api_notebook(src, cwd)
+    nb = dress_api(_scrub(nb, scrubber(nbs_dir, nbs_dir)))
+    nb.metadata["ablation_harness"] = {"key": key, "error": error}
+    nb.metadata.setdefault("language_info", {"name": "python"})
+    return nbformat.writes(nb).encode("utf-8"), error
+
 def _api_pages(nbs_dir, dest_dir: Path, package_dir, data_dir) -> tuple[dict, list[str]]:
-    """Execute the module notebooks whose key changed into `dest_dir`; return {stem: path} and the error lines."""
+    """Execute the module notebooks whose key changed into `dest_dir`, `API_WORKERS` at a time;
+    return {stem: page} and the error lines."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     sources = {p.stem: p for p in sorted(Path(nbs_dir).glob("*.ipynb"))}
     for stale in dest_dir.glob("*.ipynb"):
         if stale.stem not in sources:
             stale.unlink()
+    base = api_base_key(package_dir, data_dir)
+    keys = {stem: hashlib.sha256(base.encode() + notebook_content(src)).hexdigest() for stem, src in sources.items()}
+    todo = [stem for stem in sources if _page_key(dest_dir / f"{stem}.ipynb") != keys[stem]]
     errors = []
-    for stem, src in sources.items():
-        dest, key = dest_dir / f"{stem}.ipynb", study_hash(src, {}, package_dir, data_dir)
-        if dest.exists() and nbformat.read(str(dest), as_version=4).metadata.get("ablation_harness", {}).get("key") == key:
-            continue
-        with tempfile.TemporaryDirectory() as cwd:
-            nb, error = execute_api_notebook(src, cwd)
-        nb = dress_api(_scrub(nb, scrubber(nbs_dir, nbs_dir)))
-        nb.metadata["ablation_harness"] = {"key": key, "error": error}
-        nb.metadata.setdefault("language_info", {"name": "python"})
-        _sync_file(nbformat.writes(nb).encode("utf-8"), dest)
-        if error:
-            errors.append(f"api/{stem}: {error}")
+    with ThreadPoolExecutor(API_WORKERS) as pool:   # each thread waits on its own kernel process
+        for stem, (page, error) in zip(todo, pool.map(lambda s: _api_page(sources[s], keys[s], nbs_dir), todo)):
+            _sync_file(page, dest_dir / f"{stem}.ipynb")
+            errors += [f"api/{stem}: {error}"] if error else []
     return {stem: dest_dir / f"{stem}.ipynb" for stem in sources}, errors
 
 # %% ../nbs/20_report.ipynb

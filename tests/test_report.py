@@ -69,7 +69,9 @@ def test_chapters_are_dressed_for_readers(sample):
     nb = nbformat.reads(text, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all({"hide-input", "remove-cell"} & set(c.metadata["tags"]) for c in code)
-    table = next(c.source for c in nb.cells if c.source.startswith("**Parameters of this run**"))
+    table = next(c.source for c in nb.cells if c.source.startswith(":::{dropdown} Parameters of this run"))
+    assert table.startswith(':::{dropdown} Parameters of this run: profile = "smoke", out_dir = "runs/smoke/fine" '
+                            '(set by the report); 1 notebook defaults\n')
     cells = re.findall(r"<td>(.*?)</td>", table)
     assert cells == ["profile", '"smoke"', "report", "", "out_dir", '"runs/smoke/fine"', "report", "",
                      "scale", "1.0", "default", "slope of the line"]
@@ -98,6 +100,8 @@ def test_second_run_is_a_cache_hit(sample, capsys):
     """A no-change report re-executes nothing that succeeded; the failed study is retried."""
     fine_nb = sample["out_root"] / "smoke" / "fine" / "fine.ipynb"
     before = fine_nb.stat().st_mtime_ns
+    api_page = sample["book_dir"] / "api" / "00_demo.ipynb"
+    api_before = api_page.stat().st_mtime_ns
     code = report.make_report("smoke", out_root=sample["out_root"], book_dir=sample["book_dir"],
                               nbs_dir=sample["nbs_dir"], **sample["where"])
     out = capsys.readouterr().out
@@ -106,6 +110,7 @@ def test_second_run_is_a_cache_hit(sample, capsys):
     assert "-- RuntimeError: deliberate failure (cell [3])\n    executed notebook: " in out
     assert out.split("executed notebook: ")[1].split("\n")[0].endswith("smoke/broken/broken.ipynb")
     assert fine_nb.stat().st_mtime_ns == before
+    assert api_page.stat().st_mtime_ns == api_before, "an unchanged API notebook is not executed again"
     r = report.run_study("fine", "smoke", sample["out_root"], **sample["where"])
     assert (r.state, r.cache_hit, r.executed_nb) == ("cached", True, fine_nb)
     assert fine_nb.stat().st_mtime_ns == before
