@@ -5,16 +5,25 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROFILE ?= report
+# every transitive dependency pinned: requirements.lock (runtime) and requirements-dev.lock (runtime + dev tools)
+LOCK ?= requirements-dev.lock
+COMPILE := $(BIN)/pip-compile -q --allow-unsafe --strip-extras --no-emit-find-links --no-emit-index-url --no-emit-trusted-host
 
-.PHONY: install report test check-sync nbtest pytest lab export clean-runs
+.PHONY: install lock report test check-sync nbtest pytest lab export clean-runs
 
-$(STAMP): requirements.txt setup.py settings.ini
+$(STAMP): $(LOCK) setup.py settings.ini
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q -r $(LOCK)
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# re-resolve the locks from requirements*.in with pip-tools (pip, so torch comes from this machine's wheels);
+# `make lock COMPILE_ARGS=--upgrade` moves every pin to the newest release
+lock: $(STAMP)
+	$(COMPILE) $(COMPILE_ARGS) -o requirements.lock requirements.in
+	$(COMPILE) $(COMPILE_ARGS) -o requirements-dev.lock requirements-dev.in
 
 export: $(STAMP)
 	$(BIN)/nbdev_export

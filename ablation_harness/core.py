@@ -22,11 +22,13 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm as auto_tqdm
+from tqdm.std import tqdm as text_tqdm
 
 # %% auto 0
-__all__ = ['LIBS', 'seed_everything', 'get_device', 'UserError', 'guarded', 'exit_with', 'CommandParser', 'finite_float',
-           'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'append_jsonl', 'read_jsonl', 'git_sha',
-           'now_iso', 'env_info', 'safe_name', 'RunDir']
+__all__ = ['LIBS', 'PROGRESS_ENV', 'seed_everything', 'get_device', 'UserError', 'guarded', 'exit_with', 'CommandParser',
+           'finite_float', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'append_jsonl', 'read_jsonl',
+           'git_sha', 'now_iso', 'env_info', 'progress_bar', 'safe_name', 'RunDir']
 
 # %% ../nbs/00_core.ipynb
 def seed_everything(seed: int) -> torch.Generator:
@@ -191,6 +193,16 @@ def env_info(seed: int | None = None) -> dict:
             "python": platform.python_version(), "platform": platform.platform(),
             "host": socket.gethostname(), "git_sha": _package_sha(),
             "seed": seed, "torch_threads": torch.get_num_threads()}
+
+# %% ../nbs/00_core.ipynb
+PROGRESS_ENV = "ABLATION_HARNESS_PROGRESS"   # "1" inside a study the report runs on a terminal
+
+def progress_bar(*args, enabled: bool = True, **kwargs):
+    """A tqdm bar: on a terminal only, never in CI; plain text on stderr when the report forwards it (`PROGRESS_ENV`)."""
+    ci = bool(os.environ.get("CI"))
+    if os.environ.get(PROGRESS_ENV) == "1":
+        return text_tqdm(*args, disable=not enabled or ci, file=sys.stderr, **kwargs)
+    return auto_tqdm(*args, disable=not enabled or ci or not sys.stderr.isatty(), **kwargs)
 
 # %% ../nbs/00_core.ipynb
 _SAFE = re.compile(r"[^A-Za-z0-9._=+-]+")

@@ -13,7 +13,12 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,19 +26,29 @@ import nbformat
 import pandas as pd
 import papermill as pm
 import yaml
+from nbclient import NotebookClient
 from papermill.translators import PythonTranslator
+from tqdm.std import tqdm
 
 import ablation_harness
-from .core import LIBS, _version, atomic_write_json, atomic_write_text, git_sha, now_iso
+from .core import (LIBS, PROGRESS_ENV, _version, atomic_write_bytes, atomic_write_json, git_sha,
+                                   now_iso)
 from .config import ConfigError, check_params
+from .stats import claims_table, format_estimate, read_headline, significant
 
 # %% auto 0
 __all__ = ['PACKAGE_DIR', 'REPO_DIR', 'DATA_DIR', 'NBS_DIR', 'EXP_DIR', 'BOOK_DIR', 'OUT_ROOT', 'PROFILES', 'MANIFEST',
-           'HEADLINE', 'PACKAGE_SUFFIXES', 'HASH_SKIP', 'discover_studies', 'study_dir', 'UnknownParameterError',
-           'declared_parameters', 'study_executor', 'study_params', 'library_versions', 'notebook_content',
-           'study_hash', 'read_manifest', 'StudyResult', 'cached_result', 'run_study', 'notebook_title',
-           'reproduce_command', 'summary_page', 'provenance_page', 'intro_page', 'assemble_book', 'build_book',
-           'results_table', 'make_report']
+           'HEADLINE', 'PACKAGE_SUFFIXES', 'HASH_SKIP', 'KERNEL_ARGS', 'TQDM_BAR', 'CLAIMS_SNAPSHOT', 'CLAIMS_PREVIOUS',
+           'FOLD_TAGS', 'HTML_FLOAT', 'SKIP_DIRECTIVES', 'DIRECTIVE_TAGS', 'API_WORKERS', 'VERDICT_BADGE', 'LOCK_FILES',
+           'PIN', 'discover_studies', 'study_dir', 'UnknownParameterError', 'declared_parameters', 'study_executor',
+           'study_params', 'library_versions', 'notebook_content', 'study_hash', 'interactive', 'StudyProgress',
+           'study_progress', 'papermill_options', 'read_manifest', 'StudyResult', 'cached_result', 'run_study',
+           'study_headline', 'study_claims', 'rotate_claims', 'estimate_text', 'claim_changes', 'display_path',
+           'path_replacements', 'scrubber', 'round_tables', 'parameters_markdown', 'dress_chapter',
+           'execute_api_notebook', 'dress_api', 'api_base_key', 'chapter_bytes', 'notebook_title', 'reproduce_command',
+           'badge', 'claim_sentence', 'converged_text', 'context_line', 'key_figure', 'book_figure', 'intro_page',
+           'summary_page', 'lock_pins', 'lock_section', 'provenance_page', 'assemble_book', 'build_book',
+           'results_table', 'result_line', 'make_report']
 
 # %% ../nbs/20_report.ipynb
 PACKAGE_DIR = Path(ablation_harness.__file__).resolve().parent
@@ -123,6 +138,63 @@ def study_hash(nb_path, params: dict, package_dir=PACKAGE_DIR, data_dir=DATA_DIR
     return h.hexdigest()
 
 # %% ../nbs/20_report.ipynb
+KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
+TQDM_BAR = re.compile(r"(?P<desc>[^\r\n:|]*):\s*\d+%\|[^|\r\n]*\|\s*(?P<n>\d+)/(?P<total>\d+)\s*"
+                      r"\[(?P<elapsed>[^<\]]*)<(?P<eta>[^,\]]*)")
+_PROGRESS: ContextVar = ContextVar("study_progress", default=None)
+
+def interactive() -> bool:
+    """True when the report may draw progress bars: stderr is a terminal and this is not CI."""
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+class StudyProgress:
+    """A study's line on the terminal: a bar over its cells, the study's own last progress bar as postfix."""
+    def __init__(self, label: str, n_cells: int, file=None):
+        self.bar = tqdm(total=n_cells, desc=label, unit="cell", leave=False, file=file or sys.stderr,
+                        bar_format="{desc}: {n}/{total} cells [{elapsed}<{remaining}]{postfix}")
+
+    def on_cell_complete(self, **_):
+        """nbclient's hook after each cell."""
+        self.bar.update(1)
+
+    def write(self, text: str):
+        """papermill's `stderr_file`: show the last tqdm bar in the kernel's stderr, drop everything else."""
+        bars = list(TQDM_BAR.finditer(text))
+        if bars:
+            m = bars[-1]
+            self.bar.set_postfix_str(f"{m['desc'].strip()} {m['n']}/{m['total']} [{m['elapsed'].strip()}<{m['eta'].strip()}]")
+
+    def flush(self):
+        """Nothing is buffered."""
+
+@contextmanager
+def study_progress(label: str, nb_path, enabled: bool):
+    """While a study runs, draw its line and ask its kernel for text progress bars (`PROGRESS_ENV`)."""
+    if not enabled:
+        yield None
+        return
+    n_cells = len(nbformat.read(str(nb_path), as_version=4).cells) + 1   # + papermill's injected parameters
+    progress, before = StudyProgress(label, n_cells), os.environ.get(PROGRESS_ENV)
+    token, os.environ[PROGRESS_ENV] = _PROGRESS.set(progress), "1"
+    try:
+        yield progress
+    finally:
+        _PROGRESS.reset(token)
+        if before is None:
+            os.environ.pop(PROGRESS_ENV, None)
+        else:
+            os.environ[PROGRESS_ENV] = before
+        progress.bar.close()
+
+def papermill_options() -> dict:
+    """Keyword arguments of `papermill.execute_notebook` for a study: a quiet kernel, and the study's line if any."""
+    progress = _PROGRESS.get()
+    opts = {"progress_bar": False, "extra_arguments": KERNEL_ARGS}
+    if progress is not None:
+        opts.update(stderr_file=progress, on_cell_complete=progress.on_cell_complete)
+    return opts
+
+# %% ../nbs/20_report.ipynb
 def read_manifest(out_dir) -> dict:
     """The record a study's last run left in its run dir, or {}."""
     path = Path(out_dir) / MANIFEST
@@ -190,7 +262,7 @@ def _execute(nb: Path, out_dir: Path, executed: Path, params: dict) -> str | Non
     """Execute a notebook with papermill into `executed` (in `out_dir`); return the error line, or None on success."""
     try:
         pm.execute_notebook(str(nb), str(executed), parameters=params, kernel_name="python3", language="python",
-                            cwd=str(out_dir), progress_bar=sys.stderr.isatty())  # papermill's per-cell tqdm bar
+                            cwd=str(out_dir), **papermill_options())
     except Exception as err:  # any failure of the study (cell error, dead kernel, timeout) is recorded, not raised
         return _describe(err)
     return None
@@ -219,38 +291,106 @@ def run_study(name: str, profile: str = "report", out_root=OUT_ROOT, force: bool
     return result
 
 # %% ../nbs/20_report.ipynb
-def _sync_file(src_bytes: bytes, dest: Path) -> bool:
-    """Write `dest` only when its content differs (keeps mtimes stable for incremental builds); True if written."""
-    if dest.exists() and dest.read_bytes() == src_bytes:
-        return False
-    atomic_write_text(dest, src_bytes.decode("utf-8"))
-    return True
+CLAIMS_SNAPSHOT, CLAIMS_PREVIOUS = "claims.json", "claims.previous.json"
 
-def _book_notebook(src) -> bytes:
-    """A notebook's JSON for the book, with `language_info` set (nbdev_clean strips it; the book needs it
-    to highlight code cells as Python)."""
-    nb = nbformat.read(str(src), as_version=4)
-    nb.metadata.setdefault("language_info", {"name": "python"})
-    return nbformat.writes(nb).encode("utf-8")
+def study_headline(r: StudyResult) -> tuple[dict | None, str]:
+    """A study's headline with claims, or None and why it has none."""
+    path = r.out_dir / HEADLINE
+    if r.state == "failed":
+        return None, f"the study failed: `{str(r.error).replace('`', chr(39))}`"
+    if not path.exists():
+        return None, f"it wrote no `{HEADLINE}`"
+    try:
+        h = read_headline(path)
+    except ValueError as err:   # not JSON, or a claim that fails validation (pydantic's error is a ValueError)
+        return None, f"its `{HEADLINE}` is invalid: {str(err).splitlines()[0]}"
+    if not isinstance(h.get("claims"), list) or not isinstance(h.get("context"), dict):
+        return None, f"its `{HEADLINE}` predates the claims format"
+    return {**h, "study": r.name}, ""
 
-def _sync_notebooks(sources: dict, dest_dir: Path) -> None:
-    """Make `dest_dir` hold exactly the notebooks `{stem: source path}`."""
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    for stale in dest_dir.glob("*.ipynb"):
-        if stale.stem not in sources:
-            stale.unlink()
-    for stem, src in sources.items():
-        _sync_file(_book_notebook(src), dest_dir / f"{stem}.ipynb")
+def study_claims(results: list[StudyResult]) -> pd.DataFrame:
+    """Every claim of the studies, one row each, with its study (`stats.claims_table`)."""
+    return claims_table([h for r in results if (h := study_headline(r)[0])])
 
-def notebook_title(path, default: str) -> str:
-    """The first level-1 markdown heading of a notebook, or `default`."""
-    for cell in nbformat.read(str(path), as_version=4).cells:
-        if cell.cell_type == "markdown":
-            for line in cell.source.splitlines():
-                if line.startswith("# "):
-                    return line[2:].strip()
-    return default
+def rotate_claims(claims: pd.DataFrame, snapshot_dir) -> dict | None:
+    """Move the last build's `claims.json` to `claims.previous.json`, write this build's; return the last build's."""
+    current, previous = Path(snapshot_dir) / CLAIMS_SNAPSHOT, Path(snapshot_dir) / CLAIMS_PREVIOUS
+    last = json.loads(current.read_text()) if current.exists() else None
+    if last is not None:
+        atomic_write_json(previous, last)
+    atomic_write_json(current, {"built": now_iso(), "git_sha": git_sha(REPO_DIR), "claims": claims.to_dict("records")})
+    return last
 
+def estimate_text(c: dict) -> str:
+    """A claim's estimate with its 95% interval and unit, e.g. '0.52 [0.41, 0.63]'."""
+    return format_estimate(c["estimate"], c["ci"], c.get("unit") or "")
+
+def claim_changes(claims: pd.DataFrame, previous: list[dict] | None) -> pd.DataFrame:
+    """Per claim (study, id): what changed since the previous build, flagged when the verdict flipped or the
+    estimate left the previous interval; removed claims are rows too. Empty `change` when there is no previous build."""
+    before = {(c["study"], c["id"]): c for c in previous or []}
+    rows = []
+    for c in claims.to_dict("records"):
+        p = before.pop((c["study"], c["id"]), None)
+        notes = []
+        if p is not None and p["verdict"] != c["verdict"]:
+            notes.append(f"verdict flipped: {p['verdict']} → {c['verdict']}")
+        if p is not None and None not in p["ci"] and not p["ci"][0] <= c["estimate"] <= p["ci"][1]:
+            notes.append(f"estimate left the previous interval (was {estimate_text(p)})")
+        change = "; ".join(notes) or ("" if previous is None else "new" if p is None else "unchanged")
+        rows.append({"study": c["study"], "id": c["id"], "change": change, "flagged": bool(notes)})
+    rows += [{"study": s, "id": i, "change": f"removed (was {estimate_text(p)}, {p['verdict']})", "flagged": False}
+             for (s, i), p in before.items()]
+    return pd.DataFrame(rows, columns=["study", "id", "change", "flagged"])
+
+# %% ../nbs/20_report.ipynb
+FOLD_TAGS = {"hide-input", "hide-output", "hide-cell", "remove-input", "remove-output", "remove-cell", "show-input"}
+HTML_FLOAT = re.compile(r"(<td[^>]*>\s*)(-?\d+\.\d{4,}(?:e[+-]?\d+)?)(\s*</td>)")
+
+def display_path(path, out_root) -> str:
+    """A path as the book shows it: relative to the repository, else to the parent of the report's output root."""
+    p = Path(path).resolve()
+    for base in (REPO_DIR, Path(out_root).resolve().parent):
+        if p.is_relative_to(base):
+            return p.relative_to(base).as_posix() or "."
+    return p.name
+
+def path_replacements(out_dir, out_root) -> list[tuple[str, str]]:
+    """Absolute folders of this machine and what the book shows instead, longest first."""
+    lib = sysconfig.get_paths()
+    pairs = {str(Path(out_dir).resolve()): display_path(out_dir, out_root),
+             str(Path(out_root).resolve()): display_path(out_root, out_root), str(REPO_DIR): ".",
+             lib["purelib"]: "site-packages", lib["stdlib"]: f"python{sys.version_info.major}.{sys.version_info.minor}",
+             sys.prefix: "venv", sys.base_prefix: "python", str(Path.home()) + "/": "~/",
+             tempfile.gettempdir() + "/": "$TMPDIR/"}
+    return sorted(((a, b) for a, b in pairs.items() if len(a) > 1), key=lambda ab: -len(ab[0]))
+
+def scrubber(out_dir, out_root):
+    """A function that rewrites this machine's absolute paths in a string (see `path_replacements`)."""
+    pairs = dict(path_replacements(out_dir, out_root))
+    cell_file = re.escape(tempfile.gettempdir()) + r"/ipykernel_\d+/\d+\.py"
+    pattern = re.compile("|".join([cell_file, *map(re.escape, pairs)]))
+    return lambda text: pattern.sub(lambda m: pairs.get(m[0], "cell"), text)
+
+def _scrub(obj, fix):
+    """Apply `fix` to every string in a notebook structure, except image data."""
+    if isinstance(obj, str):
+        return fix(obj)
+    if isinstance(obj, list):
+        return [_scrub(v, fix) for v in obj]
+    if isinstance(obj, dict):
+        return type(obj)({k: v if k.startswith("image/") else _scrub(v, fix) for k, v in obj.items()})
+    return obj
+
+def round_tables(html: str, digits: int = 4) -> str:
+    """Write every long float of an HTML table with `digits` significant digits."""
+    return HTML_FLOAT.sub(lambda m: m[1] + significant(float(m[2]), digits) + m[3], html)
+
+def _without_bars(text: str) -> str:
+    """Stream text without the lines that are tqdm progress bars."""
+    return "\n".join(s for s in re.split(r"[\r\n]+", text) if s and not TQDM_BAR.search(s)) + ("\n" if text.endswith("\n") else "")
+
+# %% ../nbs/20_report.ipynb
 def _md_cell(value) -> str:
     """A value formatted for a markdown table cell."""
     text = f"{value:.4g}" if isinstance(value, float) else (
@@ -262,83 +402,384 @@ def _md_table(df: pd.DataFrame) -> str:
     rows = [list(df.columns), ["---"] * df.shape[1], *df.map(_md_cell).itertuples(index=False)]
     return "\n".join("| " + " | ".join(map(str, row)) + " |" for row in rows)
 
+def parameters_markdown(nb) -> str:
+    """A folded table of a study's parameters (value: papermill's, else the default; who set it; its comment),
+    titled with the values the report set. HTML, as markdown would turn names like `optim.lr` into web links."""
+    cell = next((c for c in nb.cells if "parameters" in c.metadata.get("tags", [])), None)
+    injected = nb.metadata.get("papermill", {}).get("parameters", {})
+    rows = []
+    for p in PythonTranslator.inspect(cell) if cell is not None else []:
+        v = injected.get(p.name)
+        value = p.default if p.name not in injected else json.dumps(v) if isinstance(v, str) else repr(v)
+        rows.append({"parameter": p.name, "value": value, "set by": "report" if p.name in injected else "default",
+                     "meaning": p.help or ""})
+    table = pd.DataFrame(rows).to_html(index=False, border=0) if rows else "<p>none declared</p>"
+    set_here = ", ".join(f"{r['parameter']} = {r['value']}" for r in rows if r["set by"] == "report")
+    n_default = sum(r["set by"] == "default" for r in rows)
+    title = f"Parameters of this run: {set_here or 'all defaults'} (set by the report); {n_default} notebook defaults"
+    return f":::{{dropdown}} {title}\n\n{table}\n:::\n"
+
+def dress_chapter(nb, out_dir, out_root):
+    """The executed notebook as the book shows it: code folded, parameters as a table, no machine paths,
+    rounded tables, no forwarded progress bars."""
+    nb = _scrub(nb, scrubber(out_dir, out_root))
+    table = nbformat.v4.new_markdown_cell(parameters_markdown(nb))
+    cells, placed = [], False
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags or ("parameters" in tags and not placed):
+            tags.append("remove-cell")
+            if not placed:
+                cells.append(table)
+                placed = True
+        if cell.cell_type == "code":
+            if not FOLD_TAGS & set(tags):
+                tags.append("hide-input")
+            cell.outputs = [o for o in cell.outputs if _dress_output(o)]
+        cells.append(cell)
+    nb.cells = cells
+    return nb
+
+def _dress_output(o) -> bool:
+    """Round an output's HTML tables and drop progress-bar lines from stderr; False when nothing is left."""
+    if o.get("output_type") == "stream" and o.get("name") == "stderr":
+        o["text"] = _without_bars(o["text"])
+        return bool(o["text"].strip())
+    if "text/html" in o.get("data", {}):
+        html = o["data"]["text/html"]
+        o["data"]["text/html"] = round_tables("".join(html) if isinstance(html, list) else html)
+    return True
+
+# %% ../nbs/20_report.ipynb
+SKIP_DIRECTIVES = {"eval: false", "notest", "slow"}
+DIRECTIVE_TAGS = {"hide": "remove-cell", "default_exp": "remove-cell", "echo: false": "remove-input",
+                  "output: false": "remove-output"}
+
+def _directives(source: str) -> list[str]:
+    """The nbdev directives (`#| ...`) at the top of a cell."""
+    found = []
+    for line in source.splitlines():
+        if not line.startswith("#|"):
+            break
+        found.append(line[2:].strip())
+    return found
+
+def execute_api_notebook(src, cwd, timeout: int = 600):
+    """Run a module notebook (cells nbdev_test skips stay unrun); return it and its error line (None when fine)."""
+    nb = nbformat.read(str(src), as_version=4)
+    skipped = [c for c in nb.cells if c.cell_type == "code" and SKIP_DIRECTIVES & set(_directives(c.source))]
+    for c in skipped:
+        c.cell_type = "raw"   # nbclient runs code cells only
+    error = None
+    try:
+        NotebookClient(nb, timeout=timeout, kernel_name="python3", extra_arguments=KERNEL_ARGS,
+                       resources={"metadata": {"path": str(cwd)}}).execute()
+    except Exception as err:   # the failing cell keeps its traceback; the page is published with it
+        error = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', None) or str(err).strip()[-300:]}"
+    for c in skipped:
+        c.cell_type, c.outputs, c.execution_count = "code", [], None
+    return nb, error
+
+def dress_api(nb):
+    """nbdev directives as MyST-NB tags, directive lines removed."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        found = _directives(cell.source)
+        tags = cell.metadata.setdefault("tags", [])
+        tags += [t for d in found for k, t in DIRECTIVE_TAGS.items() if d.split()[0] == k or d == k]
+        cell.source = "\n".join(cell.source.splitlines()[len(found):])
+    return nb
+
+# %% ../nbs/20_report.ipynb
+API_WORKERS = 2   # notebooks executed at once: two cores here, and each kernel spends most of its time importing
+
+def api_base_key(package_dir=PACKAGE_DIR, data_dir=DATA_DIR) -> str:
+    """One digest of what every API page depends on besides its own cells: package code, shipped data, versions."""
+    h = hashlib.sha256(json.dumps(library_versions(), sort_keys=True).encode())
+    for tag, root, suffixes in (("package", package_dir, PACKAGE_SUFFIXES), ("data", data_dir, None)):
+        for f in _tree_files(root, suffixes):
+            h.update(f"{tag}/{f.relative_to(root).as_posix()}\0{f.stat().st_size}\0".encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+def _page_key(path) -> str | None:
+    """The key an executed API page was made with (None when there is no page)."""
+    return nbformat.read(str(path), as_version=4).metadata.get("ablation_harness", {}).get("key") if path.exists() else None
+
+def _api_page(src: Path, key: str, nbs_dir) -> tuple[bytes, str | None]:
+    """Execute one module notebook in a scratch folder and dress it: its JSON for the book and its error line."""
+    with tempfile.TemporaryDirectory() as cwd:
+        nb, error = execute_api_notebook(src, cwd)
+    nb = dress_api(_scrub(nb, scrubber(nbs_dir, nbs_dir)))
+    nb.metadata["ablation_harness"] = {"key": key, "error": error}
+    nb.metadata.setdefault("language_info", {"name": "python"})
+    return nbformat.writes(nb).encode("utf-8"), error
+
+def _api_pages(nbs_dir, dest_dir: Path, package_dir, data_dir) -> tuple[dict, list[str]]:
+    """Execute the module notebooks whose key changed into `dest_dir`, `API_WORKERS` at a time;
+    return {stem: page} and the error lines."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    sources = {p.stem: p for p in sorted(Path(nbs_dir).glob("*.ipynb"))}
+    for stale in dest_dir.glob("*.ipynb"):
+        if stale.stem not in sources:
+            stale.unlink()
+    base = api_base_key(package_dir, data_dir)
+    keys = {stem: hashlib.sha256(base.encode() + notebook_content(src)).hexdigest() for stem, src in sources.items()}
+    todo = [stem for stem in sources if _page_key(dest_dir / f"{stem}.ipynb") != keys[stem]]
+    errors = []
+    with ThreadPoolExecutor(API_WORKERS) as pool:   # each thread waits on its own kernel process
+        for stem, (page, error) in zip(todo, pool.map(lambda s: _api_page(sources[s], keys[s], nbs_dir), todo)):
+            _sync_file(page, dest_dir / f"{stem}.ipynb")
+            errors += [f"api/{stem}: {error}"] if error else []
+    return {stem: dest_dir / f"{stem}.ipynb" for stem in sources}, errors
+
+# %% ../nbs/20_report.ipynb
+def _sync_file(data: bytes, dest: Path) -> bool:
+    """Write `dest` only when its content differs (keeps mtimes stable for incremental builds); True if written."""
+    if dest.exists() and dest.read_bytes() == data:
+        return False
+    atomic_write_bytes(dest, data)
+    return True
+
+def _sync_dir(files: dict, dest_dir: Path) -> None:
+    """Make `dest_dir` hold exactly `{relative path: bytes}` (other files are removed)."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    for stale in [p for p in dest_dir.rglob("*") if p.is_file() and p.relative_to(dest_dir).as_posix() not in files]:
+        stale.unlink()
+    for rel, data in files.items():
+        _sync_file(data, dest_dir / rel)
+
+def chapter_bytes(r: StudyResult, out_root) -> bytes:
+    """A study's executed notebook dressed for the book, as JSON (with `language_info`, which nbdev_clean strips
+    and the book needs to highlight code as Python)."""
+    nb = dress_chapter(nbformat.read(str(r.executed_nb), as_version=4), r.out_dir, out_root)
+    nb.metadata.setdefault("language_info", {"name": "python"})
+    return nbformat.writes(nb).encode("utf-8")
+
+def notebook_title(path, default: str) -> str:
+    """The first level-1 markdown heading of a notebook, or `default`."""
+    for cell in nbformat.read(str(path), as_version=4).cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return default
+
 def reproduce_command(result: StudyResult) -> str:
     """The shell command that re-runs one study at its profile."""
     return f"report --only {result.name} --profile {result.profile}"
 
 # %% ../nbs/20_report.ipynb
-def _chapter_link(r: StudyResult) -> str:
-    """A markdown link to a study's chapter, or its bare name when it has none."""
-    return f"[{r.name}](chapters/{r.name}.ipynb)" if r.executed_nb else f"`{r.name}`"
+VERDICT_BADGE = {"resolved": "bdg-success", "unresolved": "bdg-warning", "contradicts": "bdg-danger"}
 
-def summary_page(results: list[StudyResult]) -> str:
-    """Markdown of the summary page: one table of headline numbers per study."""
+def _chapter_link(r: StudyResult, text: str | None = None) -> str:
+    """A markdown link to a study's chapter, or its bare name when it has none."""
+    return f"[{text or r.name}](chapters/{r.name}.ipynb)" if r.executed_nb else f"`{text or r.name}`"
+
+def _title(r: StudyResult) -> str:
+    """A study's title: its chapter's first heading, else its name."""
+    return notebook_title(r.executed_nb, r.name) if r.executed_nb else r.name
+
+def badge(verdict: str) -> str:
+    """A sphinx-design badge for a verdict."""
+    return f"{{{VERDICT_BADGE.get(verdict, 'bdg-secondary')}}}`{verdict}`"
+
+def claim_sentence(c: dict) -> str:
+    """One claim as a sentence: verdict, the claim, estimate with interval, method, seeds, reference."""
+    ref = c.get("reference") or None
+    ref_text = f"; reference {ref['value']:g} ({ref['source']})" if ref else ""
+    return (f"{badge(c['verdict'])} {c['claim'].rstrip('. ')}: **{estimate_text(c)}** "
+            f"(95% {c['ci_method']}, {c['n_seeds']} seeds{ref_text}).")
+
+def converged_text(conv) -> str:
+    """`context.converged` in words: a bool, a fraction of runs, or a dict of conditions."""
+    if isinstance(conv, bool):
+        return "yes" if conv else "no"
+    if isinstance(conv, (int, float)):
+        return f"{conv:.0%} of runs"
+    if isinstance(conv, dict) and conv:
+        yes = [str(k) for k, v in conv.items() if v]
+        return f"{len(yes)} of {len(conv)}" + (f" ({', '.join(yes)})" if yes else "")
+    return "not stated"
+
+def context_line(ctx: dict) -> str:
+    """A study's context in one line: profile, seeds, wall time, convergence."""
+    seeds = ctx.get("seeds")
+    conv_text = converged_text(ctx.get("converged"))
+    parts = [f"Profile `{ctx.get('profile', '?')}`",
+             f"{len(seeds)} seed{'s' * (len(seeds) != 1)}" if isinstance(seeds, list)
+             else f"seeds {seeds}" if seeds is not None else "",
+             f"wall time {ctx['wall_time_s']:.0f} s" if isinstance(ctx.get("wall_time_s"), (int, float)) else "",
+             f"converged: {conv_text}" + (f" ({ctx['convergence_criterion'].rstrip('.')})"
+                                          if ctx.get("convergence_criterion") else "")]
+    return "_" + "; ".join(p for p in parts if p) + "._"
+
+def key_figure(r: StudyResult, headline: dict | None) -> Path | None:
+    """The file of a study's key figure (`context.key_figure`, relative to its run dir), if it is there."""
+    rel = (headline or {}).get("context", {}).get("key_figure")
+    if not rel:
+        return None
+    path = (r.out_dir / rel).resolve()
+    return path if path.is_file() and path.is_relative_to(r.out_dir.resolve()) else None
+
+def book_figure(r: StudyResult, path: Path) -> str:
+    """Where a study's key figure lives in the book, relative to the book's root."""
+    return f"figures/{r.name}/{path.name}"
+
+# %% ../nbs/20_report.ipynb
+def intro_page(results: list[StudyResult], template: str, per_study: int = 2) -> str:
+    """Markdown of the intro: failed studies on top, then per study its first claims and its key figure."""
+    failed = [r for r in results if r.state == "failed"]
+    banner = "" if not failed else (
+        f":::{{error}}\n**{len(failed)} of {len(results)} studies failed.** Their chapters keep the traceback.\n\n"
+        + "".join(f"- {_chapter_link(r)}: `{str(r.error).replace('`', chr(39))}`\n" for r in failed) + ":::\n")
     sections = []
     for r in results:
-        rows = pd.DataFrame([{"quantity": k, "value": v} for k, v in r.headline().items()])
-        body = _md_table(rows) if len(rows) else f"_No headline numbers ({r.state})._"
-        sections.append(f"## {_chapter_link(r)}\n\n{body}\n")
-    return f"# Summary\n\nThe headline numbers each study wrote to its `{HEADLINE}`.\n\n" + "\n".join(sections)
+        h, why = study_headline(r)
+        body = [f"### {_chapter_link(r, _title(r))}\n"]
+        if h is None:
+            body.append(f"_No claims yet: {why}._\n")
+        else:
+            claims = h["claims"]
+            body += [f"- {claim_sentence(c)}" for c in claims[:per_study]]
+            more = len(claims) - per_study
+            if more > 0:
+                body.append(f"\n{more} more claim{'s' * (more > 1)} in the [summary](summary.md).")
+            body.append(f"\n{context_line(h['context'])}\n")
+            if fig := key_figure(r, h):
+                body.append(f":::{{figure}} {book_figure(r, fig)}\n:alt: key figure of {r.name}\n:width: 85%\n\n"
+                            f"Key figure of {_chapter_link(r, _title(r))}.\n:::\n")
+        sections.append("\n".join(body))
+    return (template.replace("{{ failed_studies }}", banner)
+            .replace("{{ findings }}", "\n".join(sections) or "_No study has run yet._"))
 
-def provenance_page(results: list[StudyResult]) -> str:
-    """Markdown of the provenance page: versions, git sha, profile, seeds, wall time and cache state per study."""
+def _changes_box(changes: pd.DataFrame, previous: dict | None, results: list[StudyResult]) -> str:
+    """An admonition listing the claims that moved since the previous build."""
+    if previous is None:
+        return ":::{note}\nNo earlier build is recorded at this profile: the next build will show which claims moved.\n:::\n"
+    when = f"the previous build ({previous.get('built', '?')[:16].replace('T', ' ')} UTC, commit " \
+           f"`{(previous.get('git_sha') or 'unknown')[:10]}`)"
+    by_name = {r.name: r for r in results}
+    def line(row):
+        r = by_name.get(row.study)
+        return f"- {_chapter_link(r) if r else row.study} `{row.id}`: {row.change}"
+    flagged = changes[changes["flagged"]]
+    listed = changes[changes["change"].str.startswith(("new", "removed"))]
+    if len(flagged):
+        return (f":::{{warning}}\n**{len(flagged)} claim{'s' * (len(flagged) > 1)} moved since {when}.**\n\n"
+                + "\n".join(line(r) for r in flagged.itertuples())
+                + ("\n\nAlso:\n\n" + "\n".join(line(r) for r in listed.itertuples()) if len(listed) else "") + "\n:::\n")
+    return (f":::{{note}}\nNo claim moved since {when}: every verdict held and every estimate stayed inside its "
+            "previous interval." + ("\n\n" + "\n".join(line(r) for r in listed.itertuples()) if len(listed) else "")
+            + "\n:::\n")
+
+def summary_page(results: list[StudyResult], claims: pd.DataFrame, changes: pd.DataFrame,
+                 previous: dict | None) -> str:
+    """Markdown of the summary: the claims table of every study, and what moved since the previous build."""
+    counts = claims["verdict"].value_counts()
+    tally = ", ".join(f"{counts[v]} {v}" for v in VERDICT_BADGE if v in counts) or "none yet"
+    change = {(c.study, c.id): c.change for c in changes.itertuples()}
+    sections = []
+    for r in results:
+        h, why = study_headline(r)
+        head = f"## {_chapter_link(r, _title(r))}\n"
+        if h is None:
+            sections.append(f"{head}\n_No claims yet: {why}._\n")
+            continue
+        rows = pd.DataFrame([{"claim": c["claim"], "estimate [95% interval]": estimate_text(c),
+                              "seeds": str(c["n_seeds"]), "verdict": badge(c["verdict"]),
+                              "since the previous build": ("⚠ " if any(w in change.get((r.name, c["id"]), "")
+                                                                      for w in ("flipped", "left")) else "")
+                                                          + change.get((r.name, c["id"]), "")}
+                             for c in h["claims"]])
+        if previous is None:   # nothing to compare with
+            rows = rows.drop(columns="since the previous build")
+        sections.append(f"{head}\n{context_line(h['context'])}\n\n{_md_table(rows)}\n")
+    return (f"# Summary\n\nThe claims the studies published: {len(claims)} in all ({tally}). Each estimate is shown with "
+            "its 95% interval over seeds; a claim is *resolved* when its interval settles it, *unresolved* when it "
+            "does not (or its runs did not converge), and *contradicts* when the interval excludes the reference "
+            "value it is set against.\n\n" + _changes_box(changes, previous, results) + "\n" + "\n".join(sections))
+
+# %% ../nbs/20_report.ipynb
+LOCK_FILES = ("requirements.lock", "requirements-dev.lock")
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#\\]+)", re.M)
+
+def lock_pins(path) -> dict:
+    """`{package: version}` of a pip-compile lock file."""
+    return dict(PIN.findall(Path(path).read_text()))
+
+def lock_section(repo_dir=REPO_DIR) -> str:
+    """Markdown: each lock file's sha256, and the installed packages that differ from the runtime lock."""
+    locks = [Path(repo_dir) / f for f in LOCK_FILES if (Path(repo_dir) / f).exists()]
+    if not locks:
+        return "No lock file found: the install is not pinned.\n"
+    rows = pd.DataFrame([{"lock file": f"`{p.name}`", "sha256": f"`{hashlib.sha256(p.read_bytes()).hexdigest()}`",
+                          "pinned packages": str(len(lock_pins(p)))} for p in locks])
+    pins = lock_pins(locks[0])
+    off = pd.DataFrame([{"package": n, "locked": v, "installed": _version(n) or "not installed"}
+                        for n, v in pins.items() if _version(n) != v])
+    check = (f"All {len(pins)} packages pinned by `{locks[0].name}` are installed at their locked version."
+             if off.empty else f"{len(off)} of {len(pins)} packages pinned by `{locks[0].name}` are installed at "
+             f"another version (the numbers of this book may differ from a locked install):\n\n{_md_table(off)}")
+    return f"{_md_table(rows)}\n\n{check}\n"
+
+def provenance_page(results: list[StudyResult], repo_dir=REPO_DIR) -> str:
+    """Markdown of the provenance page: commit, locks, per study its run record, versions."""
     versions = pd.DataFrame([{"component": k, "version": v or "not installed"} for k, v in library_versions().items()])
     rows = []
     for r in results:
-        m, h = r.manifest(), r.headline()
+        m, (h, _) = r.manifest(), study_headline(r)
+        ctx = (h or {}).get("context", {})
         rows.append({"study": _chapter_link(r), "state": r.state, "cache hit": r.cache_hit,
+                     "seeds": ", ".join(map(str, ctx.get("seeds", []))), "converged": ctx.get("converged", ""),
                      "executed (s)": m.get("wall_time", float("nan")), "this run (s)": round(r.wall_time, 2),
-                     "seeds": h.get("seeds", h.get("seed", "")), "finished (UTC)": m.get("finished", "")[:16],
-                     "key": r.key[:10]})
+                     "finished (UTC)": m.get("finished", "")[:16], "key": f"`{r.key[:10]}`",
+                     "reproduce": f"`{reproduce_command(r)}`"})
     profiles = ", ".join(sorted({r.profile for r in results}))
     return (f"# Provenance\n\nProfile `{profiles}`. Built {now_iso()} on {platform.platform()} from git commit "
-            f"`{git_sha(REPO_DIR) or 'unknown (not a git checkout or no commit)'}`.\n\n"
+            f"`{git_sha(repo_dir) or 'unknown (not a git checkout or no commit)'}`.\n\n"
+            f"## Dependencies\n\nEvery dependency is pinned by a lock file made with pip-compile from "
+            f"`requirements*.in`; `make` installs from it.\n\n{lock_section(repo_dir)}\n"
             f"## Studies\n\n{_md_table(pd.DataFrame(rows))}\n\n"
             "`executed` is the wall time of the papermill run behind the chapter; `this run` is the time spent "
             "by the last report command (a hash check when cached). `key` is the first digits of the content "
             "hash that decides the cache.\n\n"
             f"## Versions\n\n{_md_table(versions)}\n")
 
-def intro_page(results: list[StudyResult], template: str) -> str:
-    """Markdown of the intro: `template` with the failed studies on top and one entry per study below."""
-    failed = [r for r in results if r.state == "failed"]
-    banner = "" if not failed else (
-        f":::{{error}}\n**{len(failed)} of {len(results)} studies failed.** Their chapters keep the traceback.\n\n"
-        + "".join(f"- {_chapter_link(r)}: `{str(r.error).replace('`', chr(39))}`\n" for r in failed) + ":::\n")
-    entries = []
-    for r in results:
-        figs = sorted(p.relative_to(r.out_dir).as_posix() for ext in ("png", "svg", "pdf")
-                      for p in r.out_dir.rglob(f"*.{ext}"))
-        figs_md = ", ".join(f"`{f}`" for f in figs) if r.state != "failed" and figs else "none"
-        entries.append(f"### {_chapter_link(r)}\n\nState: {r.state}. Figures: {figs_md}. Reproduce with\n\n"
-                       f"```bash\n{reproduce_command(r)}\n```\n")
-    return template.replace("{{ failed_studies }}", banner).replace("{{ studies }}", "\n".join(entries))
-
 # %% ../nbs/20_report.ipynb
 def _toc(results: list[StudyResult], api: dict) -> dict:
     """The `_toc.yml` structure: intro, summary, chapters, provenance, and the API part."""
-    chapters = [{"file": f"chapters/{r.name}", "title": notebook_title(r.executed_nb, r.name)}
-                for r in results if r.executed_nb]
+    chapters = [{"file": f"chapters/{r.name}", "title": _title(r)} for r in results if r.executed_nb]
     parts = [{"caption": "Report", "chapters": [{"file": "summary"}, *chapters, {"file": "provenance"}]}]
     if api:
         parts.append({"caption": "API",
                       "chapters": [{"file": f"api/{s}", "title": notebook_title(p, s)} for s, p in api.items()]})
     return {"format": "jb-book", "root": "intro", "parts": parts}
 
-def assemble_book(results: list[StudyResult], book_dir=BOOK_DIR, nbs_dir=NBS_DIR) -> Path:
-    """Write the generated parts of the book (chapters, api, intro, summary, provenance, _toc.yml)."""
+def assemble_book(results: list[StudyResult], book_dir=BOOK_DIR, nbs_dir=NBS_DIR, out_root=OUT_ROOT,
+                  snapshot_dir=None, *, package_dir=PACKAGE_DIR, data_dir=DATA_DIR) -> list[str]:
+    """Write the generated parts of the book; keep this build's claims in `snapshot_dir` (when given) and show
+    what moved since the previous build. Return the error lines of the API notebooks."""
     book_dir = Path(book_dir)
-    _sync_notebooks({r.name: r.executed_nb for r in results if r.executed_nb}, book_dir / "chapters")
-    api = {p.stem: p for p in sorted(Path(nbs_dir).glob("*.ipynb"))}
-    _sync_notebooks(api, book_dir / "api")
+    _sync_dir({f"{r.name}.ipynb": chapter_bytes(r, out_root) for r in results if r.executed_nb}, book_dir / "chapters")
+    figures = {}
+    for r in results:
+        if fig := key_figure(r, study_headline(r)[0]):
+            figures[book_figure(r, fig).removeprefix("figures/")] = fig.read_bytes()
+    _sync_dir(figures, book_dir / "figures")
+    api, errors = _api_pages(nbs_dir, book_dir / "api", package_dir, data_dir)
+    claims = study_claims(results)
+    previous = rotate_claims(claims, snapshot_dir) if snapshot_dir is not None else None
+    changes = claim_changes(claims, previous["claims"] if previous else None)
     template = (book_dir / "templates" / "intro.md").read_text()
-    pages = {"intro.md": intro_page(results, template), "summary.md": summary_page(results),
+    pages = {"intro.md": intro_page(results, template), "summary.md": summary_page(results, claims, changes, previous),
              "provenance.md": provenance_page(results)}
     for fname, text in pages.items():
         _sync_file(text.encode("utf-8"), book_dir / fname)
     if _sync_file(yaml.safe_dump(_toc(results, api), sort_keys=False).encode("utf-8"), book_dir / "_toc.yml"):
         shutil.rmtree(book_dir / "_build", ignore_errors=True)  # Sphinx keeps the HTML of removed pages
-    return book_dir
+    return errors
 
 # %% ../nbs/20_report.ipynb
 def build_book(book_dir=BOOK_DIR) -> Path:
@@ -379,12 +820,27 @@ def results_table(results: list[StudyResult]) -> pd.DataFrame:
     return pd.DataFrame([{"study": r.name, "state": r.state, "wall_time_s": round(r.wall_time, 1),
                           "cache_hit": r.cache_hit, "error": r.error or ""} for r in results])
 
+def _shown(path: Path) -> str:
+    """A path for the terminal: relative to the working directory when inside it."""
+    path = Path(path).resolve()
+    return path.relative_to(Path.cwd()).as_posix() if path.is_relative_to(Path.cwd()) else str(path)
+
+def result_line(label: str, r: StudyResult) -> str:
+    """The line a study ends with: state and time; for a failure its error and executed notebook."""
+    line = f"{label}: {r.state} in {r.wall_time:.1f} s"
+    if r.state != "failed":
+        return line
+    where = _shown(r.executed_nb) if r.executed_nb else "none (the study did not start)"
+    return f"{line} -- {r.error}\n    executed notebook: {where}"
+
 # %% ../nbs/20_report.ipynb
-def make_report(profile: str = "report", only=None, force: bool = False, executor=None, *, exp_dir=EXP_DIR,
-                out_root=OUT_ROOT, book_dir=BOOK_DIR, nbs_dir=NBS_DIR, package_dir=PACKAGE_DIR,
+def make_report(profile: str = "report", only=None, force: bool = False, executor=None, progress: bool | None = None,
+                *, exp_dir=EXP_DIR, out_root=OUT_ROOT, book_dir=BOOK_DIR, nbs_dir=NBS_DIR, package_dir=PACKAGE_DIR,
                 data_dir=DATA_DIR) -> int:
-    """Run the studies, assemble and build the book, print a table; return the exit code."""
+    """Run the studies, assemble and build the book, print a table; return the exit code.
+    `progress`: draw progress lines (default: on a terminal outside CI)."""
     t0 = time.perf_counter()
+    progress = interactive() if progress is None else progress
     names = discover_studies(exp_dir)
     selected = names if only is None else ([only] if isinstance(only, str) else list(only))
     unknown = sorted(set(selected) - set(names))
@@ -400,14 +856,19 @@ def make_report(profile: str = "report", only=None, force: bool = False, executo
     where = {"exp_dir": exp_dir, "executor": executor, "package_dir": package_dir, "data_dir": data_dir}
     results = []
     for i, name in enumerate(selected, 1):
-        print(f"[{i}/{len(selected)}] {name} (profile {profile}) ...", flush=True)
-        r = _run_or_fail(name, profile, out_root, force, where)
-        print(f"[{i}/{len(selected)}] {name}: {r.state} in {r.wall_time:.1f} s" + (f" -- {r.error}" if r.error else ""),
-              flush=True)
+        label = f"[{i}/{len(selected)}] {name}"
+        if not progress:
+            print(f"{label} (profile {profile}) ...", flush=True)
+        with study_progress(label, Path(exp_dir) / f"{name}.ipynb", progress):
+            r = _run_or_fail(name, profile, out_root, force, where)
+        print(result_line(label, r), flush=True)
         results.append(r)
     others = [_valid_cache(n, profile, out_root, where) for n in names if n not in selected]
     book = sorted(results + [r for r in others if r], key=lambda r: names.index(r.name))
-    assemble_book(book, book_dir, nbs_dir)
+    print("assembling the book (the API notebooks run when they changed) ...", flush=True)
+    api_errors = assemble_book(book, book_dir, nbs_dir, out_root, Path(out_root).resolve() / profile,
+                               package_dir=package_dir, data_dir=data_dir)
+    print(*(f"report: example failed in {e}" for e in api_errors), sep="\n", file=sys.stderr)
     print("building the book ...", flush=True)
     try:
         index = build_book(book_dir)

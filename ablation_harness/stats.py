@@ -20,7 +20,7 @@ from .core import atomic_write_json
 # %% auto 0
 __all__ = ['Verdict', 't_interval', 'diff_interval', 'paired_interval', 'bootstrap_interval', 'power_law', 'effect_verdict',
            'reference_verdict', 'plateaued', 'Reference', 'Claim', 'claim', 'write_headline', 'read_headline',
-           'claims_table', 'decimals_for', 'format_estimate']
+           'claims_table', 'decimals_for', 'format_estimate', 'significant']
 
 # %% ../nbs/05s_stats.ipynb
 def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
@@ -170,3 +170,12 @@ def format_estimate(estimate: float, ci, unit: str = "") -> str:
         return f"{estimate:.3g}{u} (no interval)"
     k = decimals_for(ci)
     return f"{estimate:.{k}f} [{ci[0]:.{k}f}, {ci[1]:.{k}f}]{u}"
+
+# %% ../nbs/05s_stats.ipynb
+def significant(x: float, digits: int = 4) -> str:
+    """`x` with `digits` significant digits, positional, integer part kept: 0.0001235, 12.35, 12346."""
+    if not math.isfinite(x):
+        return str(x)
+    if abs(x) >= 10 ** digits:
+        return f"{x:.0f}"
+    return np.format_float_positional(x, precision=digits, unique=False, fractional=False, trim="-")

@@ -23,12 +23,11 @@ from typing import Callable
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from .config import RunConfig, config_hash, trial_configs
-from .core import atomic_write_text, append_jsonl, read_jsonl, safe_name
+from .core import atomic_write_text, append_jsonl, progress_bar, read_jsonl, safe_name
 from .data import data_cache
-from .train import quiet, run
+from .train import run
 
 # %% auto 0
 __all__ = ['COMPLETE', 'DIVERGED', 'FAILED', 'PENDING', 'DONE', 'PRELOAD', 'EXECUTORS', 'Trial', 'cell_name', 'make_trials',
@@ -468,7 +467,7 @@ def run_sweep(trials: list[Trial], out_dir, trial_fn: Callable = run_trial, exec
     todo = to_run(trials, load_records(out_dir), retry_failed)
     for t in todo:
         set_aside(t)
-    bar = tqdm(total=len(todo), desc="trials", disable=not progress or quiet())
+    bar = progress_bar(total=len(todo), desc="trials", enabled=progress)
     for rec in EXECUTORS[executor](todo, trial_fn=trial_fn, workers=workers, address=address):
         append_jsonl(out_dir / "results.jsonl", rec)
         bar.update(1)

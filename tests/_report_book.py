@@ -16,19 +16,31 @@ REPO = Path(__file__).resolve().parents[1]
 FORMULA = "Euler: $e^{i\\pi}+1=0$, and\n\n$$\n\\sum_{k=1}^{n} k = \\frac{n(n+1)}{2},\\quad \\boldsymbol{w}.\n$$\n"
 
 FINE_CODE = """\
-import json
 from pathlib import Path
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import pandas as pd
 from IPython.display import Image, Markdown, display
+from ablation_harness.core import progress_bar
+from ablation_harness.stats import claim, write_headline
 
 out = Path(out_dir)
 (out / "figures").mkdir(parents=True, exist_ok=True)
 fig, ax = plt.subplots(figsize=(4, 3))
 ax.plot([0, 1, 2], [0, scale, 2 * scale])
+ax.set(title="A line", xlabel="x", ylabel="y")
 fig.savefig(out / "figures" / "line.png", dpi=60)
-(out / "headline.json").write_text(json.dumps({"slope": float(scale), "seed": 7, "profile": profile}))
+for _ in progress_bar(range(3), desc="trials"):   # a sweep's bar: forwarded to the report's terminal
+    pass
+claims = [claim("slope", "The line rises with the given slope.", scale, [scale - 0.5, scale + 0.5], 3, "resolved"),
+          claim("offset", "The offset is within the noise.", 0.01, [-0.02, 0.04], 3, "unresolved"),
+          claim("third", "A third claim, shown in the summary only.", 2.0, [1.0, 3.0], 3, "resolved")]
+context = {"profile": profile, "seeds": [0, 1, 2], "wall_time_s": 1.0, "converged": True,
+           "convergence_criterion": "stats.plateaued on the loss", "key_figure": "figures/line.png"}
+write_headline(out / "headline.json", "fine", context, claims)
+print(f"figures written to {out / 'figures'}")
+display(pd.DataFrame({"mean": [0.123456789, 12.3456789]}))
 display(Image(filename=str(out / "figures" / "line.png")))
 display(Markdown(f"The slope is $\\\\hat\\\\beta = {scale:.1f}$."))
 """
@@ -49,9 +61,10 @@ def params_cell(extra: str = "") -> nbformat.NotebookNode:
 
 
 def write_sample_studies(exp_dir: Path) -> None:
-    """`fine`: a figure, a formula and headline.json; `broken` (no kernelspec): raises in its second cell."""
+    """`fine`: a figure, a formula, a table, a progress bar and claims; `broken` (no kernelspec): raises in its
+    second cell."""
     exp_dir.mkdir(parents=True, exist_ok=True)
-    write_study(exp_dir, "fine", [new_markdown_cell(f"# Fine study\n\n{FORMULA}"), params_cell("scale = 1.0"),
+    write_study(exp_dir, "fine", [new_markdown_cell(f"# Fine study\n\n{FORMULA}"), params_cell("scale = 1.0  # slope of the line"),
                                   new_code_cell(FINE_CODE)])
     write_study(exp_dir, "broken", [new_markdown_cell("# Broken study"), params_cell(),
                                     new_code_cell('raise RuntimeError("deliberate failure")')], kernelspec=False)
@@ -68,10 +81,13 @@ def copy_book_skeleton(dest: Path) -> Path:
 
 
 def write_module_notebook(nbs_dir: Path) -> None:
-    """One small module notebook for the book's API part."""
+    """One small module notebook for the book's API part: an example with an output, a cell nbdev_test skips."""
     nbs_dir.mkdir(parents=True, exist_ok=True)
     nb = new_notebook(cells=[new_markdown_cell("# demo module\n\n> A formula in the API part: $a^2+b^2=c^2$."),
-                             new_code_cell("#| export\ndef f(x):\n    \"\"\"Double x.\"\"\"\n    return 2 * x")])
+                             new_code_cell("#| default_exp demo"),
+                             new_code_cell("#| export\ndef f(x):\n    \"\"\"Double x.\"\"\"\n    return 2 * x"),
+                             new_code_cell("print(f'f(21) = {f(21)}')"),
+                             new_code_cell("#| eval: false\nraise RuntimeError('nbdev_test skips this cell')")])
     nbformat.write(nb, nbs_dir / "00_demo.ipynb")
 
 

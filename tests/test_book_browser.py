@@ -4,8 +4,12 @@ Chromium is driven over the DevTools protocol on `--remote-debugging-pipe` (file
 are JSON terminated by NUL), which needs nothing beyond the standard library. For every page we wait for the load
 event and for MathJax's startup promise, then read from the live DOM: each <img>'s naturalWidth/naturalHeight,
 the number of `mjx-container` elements MathJax produced, raw TeX left in `.math` elements, error markers
-(traceback output, error admonitions, docutils system messages), plus any failed resource load or uncaught
-exception the page reported. Screenshots go to `<book>/_build/screenshots/`.
+(traceback output, error admonitions, docutils system messages), the text of the page including folded parts,
+how many code inputs are visible or folded, plus any failed resource load or uncaught exception the page reported.
+Screenshots go to `<book>/_build/screenshots/`.
+
+What a reader must see: the intro opens with at least one figure, no page shows an absolute path of the build
+machine (not even in folded code), and the code of every chapter is folded.
 
 Set REPORT_BOOK_DIR to a built book (e.g. `book`) to check that book too, after `make report`.
 """
@@ -23,7 +27,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report_book import sample_report  # noqa: E402
+from _report_book import REPO, sample_report  # noqa: E402
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
@@ -55,6 +59,11 @@ PAGE_STATE_JS = r"""
     tracebacks: document.querySelectorAll('.output.traceback, .output.error').length,
     error_banners: [...main.querySelectorAll('.admonition.error, .system-message')].map(e => e.innerText.slice(0, 200)),
     text: main.innerText,
+    all_text: (() => { const c = main.cloneNode(true); c.querySelectorAll('script, style').forEach(e => e.remove());
+                       return c.textContent; })(),
+    main_images: [...main.querySelectorAll('img')].map(i => ({src: i.getAttribute('src'), w: i.naturalWidth, h: i.naturalHeight})),
+    inputs_visible: [...main.querySelectorAll('.cell_input')].filter(e => e.checkVisibility()).length,
+    inputs_folded: [...main.querySelectorAll('details:not([open]) .cell_input')].length,
   };
 })()
 """
@@ -195,10 +204,21 @@ def book_pages(html: Path) -> list[Path]:
     return pages + sorted((html / "chapters").glob("*.html")) + sorted((html / "api").glob("*.html"))
 
 
-def page_problems(rel: str, st: dict, failed: set) -> list[str]:
+def machine_paths(book_dir: Path) -> list[str]:
+    """Absolute paths of this machine that no page may show."""
+    return sorted({"/tmp/", "/work/", "/root/", "/home/", str(REPO), str(Path(book_dir).resolve()), sys.prefix})
+
+
+def page_problems(rel: str, st: dict, failed: set, paths=()) -> list[str]:
     """What is wrong with one inspected page (empty when it is fine)."""
     study = Path(rel).stem if rel.startswith("chapters/") else None
-    checks = [(not st["text"].strip(), "empty page"),
+    leaked = [p for p in paths if p in st["all_text"]]
+    checks = [(leaked, f"absolute machine paths {leaked}: ...{_around(st['all_text'], leaked)}..."),
+              (study and st["inputs_visible"], f"{st['inputs_visible']} code inputs are not folded"),
+              (study and not st["inputs_folded"], "no folded code input"),
+              (rel == "intro.html" and not [i for i in st["main_images"] if i["w"] and i["h"]],
+               f"the first page shows no figure: {st['main_images']}"),
+              (not st["text"].strip(), "empty page"),
               (st["failed_loads"], f"resources failed to load: {st['failed_loads']}"),
               (st["exceptions"], f"uncaught JS exceptions: {st['exceptions']}"),
               ([i for i in st["images"] if not (i["w"] and i["h"])], f"images with zero natural size: {st['images']}"),
@@ -217,6 +237,14 @@ def page_problems(rel: str, st: dict, failed: set) -> list[str]:
     return [f"{rel}: {msg}" for bad, msg in checks if bad]
 
 
+def _around(text: str, found: list) -> str:
+    """The text around the first leaked path."""
+    if not found:
+        return ""
+    i = text.index(found[0])
+    return text[max(0, i - 80):i + 80].replace("\n", " ")
+
+
 def check_book(browser: Browser, book_dir: Path, failed: set) -> dict:
     """Inspect every page of a built book and assert that none has a problem. Return the states by page."""
     html = book_dir / "_build" / "html"
@@ -225,7 +253,7 @@ def check_book(browser: Browser, book_dir: Path, failed: set) -> dict:
         rel = page.relative_to(html).as_posix()
         shot = book_dir / "_build" / "screenshots" / rel.replace("/", "_").replace(".html", ".png")
         states[rel] = browser.inspect(page.as_uri(), shot)
-        problems += page_problems(rel, states[rel], failed)
+        problems += page_problems(rel, states[rel], failed, machine_paths(book_dir))
     assert not problems, "\n".join(problems)
     return states
 
@@ -240,11 +268,17 @@ def browser(tmp_path_factory):
 
 
 def test_sample_book_in_browser(browser, tmp_path_factory):
-    """Every page loads; the figure has pixels; the formulas are typeset; only the broken study shows errors."""
+    """Every page loads; the figures have pixels; the formulas are typeset; only the broken study shows errors;
+    the intro shows the key figure and the claims; no machine path; chapter code folded; API examples shown."""
     info = sample_report(tmp_path_factory)
     states = check_book(browser, info["book_dir"], failed={"broken"})
     fine = states["chapters/fine.html"]
     assert len(fine["images"]) >= 1 and fine["mjx"] >= 2, fine
+    assert fine["inputs_folded"] == 1 and "Parameters of this run" in fine["text"], fine["inputs_folded"]
+    intro = states["intro.html"]
+    assert "The line rises with the given slope: 1.00 [0.50, 1.50]" in intro["text"]
+    assert intro["text"].index("Findings") < intro["text"].index("About this book")
+    assert "resolved" in states["summary.html"]["text"] and "f(21) = 42" in states["api/00_demo.html"]["text"]
     assert states["intro.html"]["error_banners"], "the intro does not list the failed study"
     shots = sorted((info["book_dir"] / "_build" / "screenshots").glob("*.png"))
     assert len(shots) == len(states) and all(s.stat().st_size > 1000 for s in shots)
