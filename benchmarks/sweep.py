@@ -6,7 +6,8 @@ cores // 2 torch threads each. Both are warm, as they are for every sweep of a p
 workers have run a warm-up sweep (its cost, the pool's one-time start-up, is printed on its own line).
 Figures per executor: wall time of the sweep, CPU seconds (this process plus the workers), speed-up
 against serial, and harness overhead per trial = (workers x wall - time spent in Trainer.fit) / trials,
-i.e. the worker time per trial that is not training (data loading, run dir, records, dispatch).
+i.e. the worker time per trial that is not training (data loading, run dir, records, dispatch), and the
+CPU per trial beyond serial's on the same trials (Ray: the driver and the actors; raylet/GCS not counted).
 Ray: `ray.init` is timed on its own; then a first sweep (warm-up: actors start and import) and the
 measured sweep on the warm actors, whose overhead per trial is the target (<= 50 ms).
 Targets on 2 quiet cores: process pool >= 1.8x serial on the ~1 s trials, >= 1.5x on the ~0.2 s trials.
@@ -14,6 +15,7 @@ Targets on 2 quiet cores: process pool >= 1.8x serial on the ~1 s trials, >= 1.5
 Run: .venv/bin/python benchmarks/sweep.py [--quick] [--no-ray]
 """
 import argparse
+import functools
 import json
 import os
 import resource
@@ -25,6 +27,8 @@ import torch
 
 from ablation_harness.config import SweepPreset
 from ablation_harness.sweep import load_records, make_trials, process_pool, run_sweep, shutdown_executors
+
+print = functools.partial(print, flush=True)  # noqa: A001 (progress shows while it runs)
 
 GRID = {"optim.lr": [1e-3, 3e-3, 1e-2, 3e-2], "model.width": [64, 96, 128, 192]}
 WORKLOADS = {  # name: (data sizes, epochs); the MLP and grid are shared
@@ -76,14 +80,16 @@ def overhead_ms(m: dict) -> float:
     return 1000 * (m["workers"] * m["wall"] - m["fit"]) / m["n"]
 
 
-def row(label: str, m: dict, serial: dict | None = None, target: str = "") -> str:
-    """One line of the table."""
+def row(label: str, m: dict, serial: dict | None = None, target: str = "", cpu: bool = True) -> str:
+    """One line of the table; `extra CPU` is the CPU per trial beyond serial's on the same trials."""
     speed = f"{serial['wall'] / m['wall']:5.2f}x" if serial else "   1x"
-    return (f"  {label:<26} {m['wall']:7.2f} {m['cpu']:7.2f} {speed:>8} {overhead_ms(m):9.1f}   {target}")
+    extra = f"{1000 * (m['cpu'] - serial['cpu']) / m['n']:8.1f}" if serial and cpu else f"{'':8}"
+    return f"  {label:<26} {m['wall']:7.2f} {m['cpu']:7.2f} {speed:>9} {overhead_ms(m):9.1f} {extra}   {target}"
 
 
 def header() -> str:
-    return f"  {'executor':<26} {'wall s':>7} {'CPU s':>7} {'vs serial':>8} {'ovh ms/trial':>12}   target"
+    return (f"  {'executor':<26} {'wall s':>7} {'CPU s':>7} {'vs serial':>9} {'ovh ms':>9} {'extra CPU':>8}   target\n"
+            f"  {'':<26} {'':>7} {'':>7} {'':>9} {'/trial':>9} {'ms/trial':>8}")
 
 
 def bench_pool(n: int, workers: int = 2) -> None:
@@ -120,6 +126,8 @@ def bench_ray(n: int, workers: int = 2) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     data, epochs = WORKLOADS["~0.2 s"]
     p = preset(data, epochs, n)
+    sweep(preset(data, epochs, 2), "serial", 1)
+    s = sweep(p, "serial", 1)
     t0 = time.perf_counter()
     ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
              object_store_memory=2**28)
@@ -130,8 +138,9 @@ def bench_ray(n: int, workers: int = 2) -> None:
         warm = sweep(p, "ray", workers, pids)
         print(f"\nRay, local instance, {workers} actors, {n} trials of ~0.2 s: ray.init {init:.2f} s")
         print(header())
-        print(row("ray, first sweep (cold)", first))
-        print(row("ray, warm actors", warm, None, "overhead <= 50 ms"))
+        print(row("serial (same process)", s))
+        print(row("ray, first sweep (cold)", first, s, "(actors start and import)", cpu=False))
+        print(row("ray, warm actors", warm, s, "overhead <= 50 ms"))
     finally:
         shutdown_executors()
         ray.shutdown()
@@ -141,7 +150,11 @@ def main(argv=None):
     a = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     a.add_argument("--quick", action="store_true", help="8 trials per workload: a short check, not the published figures")
     a.add_argument("--no-ray", action="store_true")
+    a.add_argument("--serial-threads", type=int, help="torch threads for serial (default: torch's own); on a loaded "
+                   "machine two threads can run tens of times slower, which makes any ratio meaningless")
     args = a.parse_args(argv)
+    if args.serial_threads:
+        torch.set_num_threads(args.serial_threads)
     n = 8 if args.quick else 16
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__} (default {torch.get_num_threads()} threads); "
           f"load average at start {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
