@@ -718,7 +718,7 @@ def provenance_page(results: list[StudyResult], repo_dir=REPO_DIR) -> str:
         m, (h, _) = r.manifest(), study_headline(r)
         ctx = (h or {}).get("context", {})
         rows.append({"study": _chapter_link(r), "state": r.state, "cache hit": r.cache_hit,
-                     "seeds": ", ".join(map(str, ctx.get("seeds", []))), "converged": ctx.get("converged", ""),
+                     "seeds": ", ".join(map(str, ctx.get("seeds", []))), "converged": converged_text(ctx.get("converged")) if h else "",
                      "executed (s)": m.get("wall_time", float("nan")), "this run (s)": round(r.wall_time, 2),
                      "finished (UTC)": m.get("finished", "")[:16], "key": f"`{r.key[:10]}`",
                      "reproduce": f"`{reproduce_command(r)}`"})
