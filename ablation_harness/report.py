@@ -516,9 +516,9 @@ def _api_page(src: Path, key: str, nbs_dir) -> tuple[bytes, str | None]:
     nb.metadata.setdefault("language_info", {"name": "python"})
     return nbformat.writes(nb).encode("utf-8"), error
 
-def _api_pages(nbs_dir, dest_dir: Path, package_dir, data_dir) -> tuple[dict, list[str]]:
-    """Execute the module notebooks whose key changed into `dest_dir`, `API_WORKERS` at a time;
-    return {stem: page} and the error lines."""
+def _api_pages(nbs_dir, dest_dir: Path, package_dir, data_dir, progress: bool = False) -> tuple[dict, list[str]]:
+    """Execute the module notebooks whose key changed into `dest_dir`, `API_WORKERS` at a time (a bar on the
+    terminal when `progress`); return {stem: page} and the error lines."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     sources = {p.stem: p for p in sorted(Path(nbs_dir).glob("*.ipynb"))}
     for stale in dest_dir.glob("*.ipynb"):
@@ -528,10 +528,13 @@ def _api_pages(nbs_dir, dest_dir: Path, package_dir, data_dir) -> tuple[dict, li
     keys = {stem: hashlib.sha256(base.encode() + notebook_content(src)).hexdigest() for stem, src in sources.items()}
     todo = [stem for stem in sources if _page_key(dest_dir / f"{stem}.ipynb") != keys[stem]]
     errors = []
+    bar = tqdm(total=len(todo), desc="API notebooks", unit="notebook", leave=False, disable=not progress)
     with ThreadPoolExecutor(API_WORKERS) as pool:   # each thread waits on its own kernel process
         for stem, (page, error) in zip(todo, pool.map(lambda s: _api_page(sources[s], keys[s], nbs_dir), todo)):
             _sync_file(page, dest_dir / f"{stem}.ipynb")
             errors += [f"api/{stem}: {error}"] if error else []
+            bar.update(1)
+    bar.close()
     return {stem: dest_dir / f"{stem}.ipynb" for stem in sources}, errors
 
 # %% ../nbs/20_report.ipynb
@@ -732,7 +735,7 @@ def provenance_page(results: list[StudyResult], repo_dir=REPO_DIR) -> str:
         m, (h, _) = r.manifest(), study_headline(r)
         ctx = (h or {}).get("context", {})
         rows.append({"study": _chapter_link(r), "state": r.state, "cache hit": r.cache_hit,
-                     "seeds": ", ".join(map(str, ctx.get("seeds", []))), "converged": ctx.get("converged", ""),
+                     "seeds": ", ".join(map(str, ctx.get("seeds", []))), "converged": converged_text(ctx.get("converged")) if h else "",
                      "executed (s)": m.get("wall_time", float("nan")), "this run (s)": round(r.wall_time, 2),
                      "finished (UTC)": m.get("finished", "")[:16], "key": f"`{r.key[:10]}`",
                      "reproduce": f"`{reproduce_command(r)}`"})
@@ -758,7 +761,7 @@ def _toc(results: list[StudyResult], api: dict) -> dict:
     return {"format": "jb-book", "root": "intro", "parts": parts}
 
 def assemble_book(results: list[StudyResult], book_dir=BOOK_DIR, nbs_dir=NBS_DIR, out_root=OUT_ROOT,
-                  snapshot_dir=None, *, package_dir=PACKAGE_DIR, data_dir=DATA_DIR) -> list[str]:
+                  snapshot_dir=None, *, package_dir=PACKAGE_DIR, data_dir=DATA_DIR, progress: bool = False) -> list[str]:
     """Write the generated parts of the book; keep this build's claims in `snapshot_dir` (when given) and show
     what moved since the previous build. Return the error lines of the API notebooks."""
     book_dir = Path(book_dir)
@@ -768,7 +771,7 @@ def assemble_book(results: list[StudyResult], book_dir=BOOK_DIR, nbs_dir=NBS_DIR
         if fig := key_figure(r, study_headline(r)[0]):
             figures[book_figure(r, fig).removeprefix("figures/")] = fig.read_bytes()
     _sync_dir(figures, book_dir / "figures")
-    api, errors = _api_pages(nbs_dir, book_dir / "api", package_dir, data_dir)
+    api, errors = _api_pages(nbs_dir, book_dir / "api", package_dir, data_dir, progress)
     claims = study_claims(results)
     previous = rotate_claims(claims, snapshot_dir) if snapshot_dir is not None else None
     changes = claim_changes(claims, previous["claims"] if previous else None)
@@ -867,7 +870,7 @@ def make_report(profile: str = "report", only=None, force: bool = False, executo
     book = sorted(results + [r for r in others if r], key=lambda r: names.index(r.name))
     print("assembling the book (the API notebooks run when they changed) ...", flush=True)
     api_errors = assemble_book(book, book_dir, nbs_dir, out_root, Path(out_root).resolve() / profile,
-                               package_dir=package_dir, data_dir=data_dir)
+                               package_dir=package_dir, data_dir=data_dir, progress=progress)
     print(*(f"report: example failed in {e}" for e in api_errors), sep="\n", file=sys.stderr)
     print("building the book ...", flush=True)
     try:
