@@ -78,6 +78,12 @@ def test_constructed_interaction_is_flagged_and_matches_nested_f_test():
     assert corner.abs().idxmax() == (256, 128)
     _, F_add, p_add, _ = _nested_f_test(additive)
     assert s_add["p_interaction"] == pytest.approx(p_add, rel=1e-6)
+    # main-effect shares: the RSS drop from adding the row (column) dummies to the intercept-only model
+    y, one = crossed["value"].to_numpy(), np.ones((len(crossed), 1))
+    rss = lambda X: float(np.sum((y - X @ np.linalg.lstsq(X, y, rcond=None)[0]) ** 2))
+    for key, share in (("r", "share_row"), ("c", "share_col")):
+        D = pd.get_dummies(crossed[key].astype(str), dtype=float).to_numpy()[:, 1:]
+        assert s_int[share] == pytest.approx((rss(one) - rss(np.hstack([one, D]))) / ss_tot, rel=1e-8)
 
 
 # ---------------------------------------------------------------- masked loss
