@@ -16,8 +16,8 @@ from ablation_harness.sweep import COMPLETE, DIVERGED, load_records, run_sweep
 from ablation_harness.studies.batch_scaling import (
     DEEP_K_RATIO, FitRefused, GradientNoise, analysis_cli, analyze, band_verdict, best_lr, beta_by_budget, cell_table,
     check_fit, config_prefix, entropy_rate, fit_power_law, hill_alpha, hill_curve, hill_interval, log_sweep,
-    make_batch_trials, noise_scale, quadratic_vertex, random_chain, results_table, sample_chain, sheared_lrs,
-    slope_difference, stationary_distribution, batch_scaling_trial)
+    local_minimum, make_batch_trials, noise_scale, random_chain, results_table, sample_chain, sheared_lrs,
+    slope_difference, standardized_noise, stationary_distribution, unit_noise, batch_scaling_trial)
 
 BATCHES = [8, 16, 32, 64, 128, 256, 512]
 LRS = [3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
@@ -51,11 +51,16 @@ def test_fit_recovers_known_beta_within_its_se():
     assert fit["beta"] == pytest.approx(ref.slope) and fit["r2"] == pytest.approx(ref.rvalue ** 2)
 
 
-def test_quadratic_vertex_exact_on_a_parabola():
+def test_local_minimum_exact_on_a_parabola_and_a_cubic():
     x = np.log([1e-3, 3e-3, 1e-2])
     x0 = math.log(2.2e-3)
-    assert quadratic_vertex(x, 0.7 * (x - x0) ** 2 + 1.3) == pytest.approx(x0, abs=1e-12)
-    assert quadratic_vertex(x, -(x - x0) ** 2) is None  # opens downwards: no minimum
+    assert local_minimum(x, 0.7 * (x - x0) ** 2 + 1.3) == pytest.approx(x0, abs=1e-9)
+    assert local_minimum(x, -(x - x0) ** 2) is None  # opens downwards: no minimum
+    # an asymmetric loss (steeper on the low-lr side): the cubic finds its minimum, a 5-point parabola is pulled off
+    x5 = np.log(2.2e-3) + np.log(2.0) * np.arange(-2, 3) + 0.3
+    y5 = 0.2 * (x5 - x0) ** 2 - 0.05 * (x5 - x0) ** 3
+    assert local_minimum(x5, y5, 3) == pytest.approx(x0, abs=1e-9)
+    assert abs(local_minimum(x5, y5, 2) - x0) > 0.1
     # noise-free synthetic grid: every interior optimum is recovered exactly
     best = best_lr(cell_table(synthetic(beta=0.5, lr64=1e-3, noise=0.0, seeds=(0,))))
     true = 1e-3 * (best["batch_size"] / 64) ** 0.5
@@ -86,6 +91,17 @@ def test_refuses_flat_losses_and_losses_at_or_below_the_floor():
         check_fit(cell_table(at_floor), floor=2.0)
     with pytest.raises(FitRefused, match="below the floor"):
         check_fit(cell_table(synthetic()), floor=3.0)
+
+
+def test_seed_offsets_shared_by_all_learning_rates_do_not_flatten_a_row():
+    # each seed adds its own constant to every loss (initialisation, data): the optimum is untouched, and the
+    # tolerance uses the paired (seed-centred) standard error, so a narrow window around the optimum still fits
+    res = synthetic(beta=0.6, noise=0.0, curvature=0.002).assign(
+        final_val_loss=lambda d: d["final_val_loss"] + 0.05 * d["seed"])
+    cells = cell_table(res)
+    assert cells["loss_sem"].min() > 0.02 and cells["loss_sem_paired"].max() < 1e-9
+    assert check_fit(cells, floor=2.0) == BATCHES
+    assert 3 * cells["loss_sem"].mean() > cells.groupby("batch_size")["loss"].agg(np.ptp).max()  # unpaired: all "flat"
 
 
 def test_bend_is_detected_and_only_the_rising_branch_fitted():
@@ -129,8 +145,8 @@ def test_sheared_grid_gives_the_same_optima_as_a_rectangular_one():
     rows = [{"batch_size": B, "lr": lr, "seed": 0, "diverged": False,
              "final_val_loss": 2.5 + 0.3 * (math.log(lr) - math.log(1e-3 * (B / 64) ** 0.6)) ** 2}
             for B, v in lrs.items() for lr in v]
-    for width in (1, 2):
-        a = analyze(pd.DataFrame(rows), floor=2.0, n_boot=0, width=width)
+    for optimum in ("parabola3", "parabola5", "cubic5"):
+        a = analyze(pd.DataFrame(rows), floor=2.0, n_boot=0, optimum=optimum)
         assert not a["warnings"] and a["fit"]["beta"] == pytest.approx(0.6, abs=1e-6)
 
 
@@ -321,6 +337,15 @@ def test_hill_reads_the_seed_ratios_wrong():
     assert read["laplace"] == pytest.approx(3.1, abs=0.1)
     assert read["t3"] == pytest.approx(2.45, abs=0.1)
     assert read["gaussian"] == pytest.approx(4.7, abs=0.15)
+
+
+def test_standardised_pipeline_keeps_the_t3_tail_and_separates_light_tails():
+    # the probe's pipeline (median/MAD standardisation over 32 draws of 15,700 entries, 4 probe steps)
+    rng = np.random.default_rng(5)
+    z = {kind: torch.cat([standardized_noise(torch.from_numpy(unit_noise(kind, 32 * 15_700, rng)).reshape(32, 15_700)).flatten()
+                          for _ in range(4)]) for kind in ("student_t", "gaussian")}
+    assert hill_interval(z["student_t"], DEEP_K_RATIO)["alpha"] == pytest.approx(3.0, rel=0.06)
+    assert hill_interval(z["gaussian"], DEEP_K_RATIO)["lo"] > 4.5
 
 
 @pytest.mark.parametrize("kind,law", [("gaussian", stats.norm()), ("student_t", stats.t(3, scale=math.sqrt(1 / 3))),

@@ -38,19 +38,19 @@ from ..train import CLASSIFICATION, Callback, Task, evaluate, register_callback,
 
 # %% auto 0
 __all__ = ['MARKOV_DEFAULTS', 'SEQUENCE', 'NOISE_KINDS', 'K_RATIOS', 'DEEP_K_RATIO', 'BATCH_KEY', 'LR_KEY', 'EXPLODE_RATIO',
-           'RESULT_COLUMNS', 'BANDS', 'NOISE_COLORS', 'analysis_main', 'random_chain', 'stationary_distribution',
-           'entropy_rate', 'sample_chain', 'oracle_loss', 'chain_seed', 'markov_floor', 'markov', 'CausalSelfAttention',
-           'Block', 'TinyTransformer', 'sequence_loss', 'sequence_metrics', 'task_for', 'config_prefix',
-           'BatchScalingLogger', 'unit_noise', 'GradientNoise', 'hill_curve', 'hill_alpha', 'hill_interval',
-           'minibatch_gradients', 'noise_scale', 'standardized_noise', 'noise_tails', 'NoiseProbe', 'summarize_noise',
-           'natural_noise_rms', 'noise_callbacks', 'plot_noise_tails', 'plot_hill', 'budget_steps', 'with_logger',
-           'make_batch_trials', 'sheared_lrs', 'is_diverged', 'batch_scaling_trial', 'results_table', 'namespaced_rows',
-           'sweep_rows', 'sweep_sinks', 'log_sweep', 'FitRefused', 'cell_table', 'fit_tolerance', 'check_fit',
-           'quadratic_vertex', 'row_optimum', 'best_lr', 'edge_warnings', 'fit_power_law', 'fit_band', 'detect_bend',
-           'bootstrap_beta', 'beta_by_budget', 'interpret', 'analyze', 'band_verdict', 'slope_difference',
-           'plot_optimal_lr', 'plot_loss_heatmap', 'plot_val_curves', 'plot_loss_vs_lr', 'plot_optimal_lr_by_noise',
-           'plot_beta_verdicts', 'val_curves_table', 'per_seed_best', 'is_rectangular', 'analysis_figures',
-           'analysis_summary', 'analysis_cli']
+           'RESULT_COLUMNS', 'OPTIMA', 'BANDS', 'NOISE_COLORS', 'analysis_main', 'random_chain',
+           'stationary_distribution', 'entropy_rate', 'sample_chain', 'oracle_loss', 'chain_seed', 'markov_floor',
+           'markov', 'CausalSelfAttention', 'Block', 'TinyTransformer', 'sequence_loss', 'sequence_metrics', 'task_for',
+           'config_prefix', 'BatchScalingLogger', 'unit_noise', 'GradientNoise', 'hill_curve', 'hill_alpha',
+           'hill_interval', 'minibatch_gradients', 'noise_scale', 'standardized_noise', 'noise_tails', 'NoiseProbe',
+           'summarize_noise', 'natural_noise_rms', 'noise_callbacks', 'plot_noise_tails', 'plot_hill', 'budget_steps',
+           'with_logger', 'make_batch_trials', 'sheared_lrs', 'is_diverged', 'batch_scaling_trial', 'results_table',
+           'namespaced_rows', 'sweep_rows', 'sweep_sinks', 'log_sweep', 'FitRefused', 'cell_table', 'fit_tolerance',
+           'check_fit', 'local_minimum', 'row_optimum', 'best_lr', 'edge_warnings', 'fit_power_law', 'fit_band',
+           'detect_bend', 'bootstrap_beta', 'results_at_fraction', 'beta_by_budget', 'interpret', 'analyze',
+           'band_verdict', 'slope_difference', 'plot_optimal_lr', 'plot_loss_heatmap', 'plot_val_curves',
+           'plot_loss_vs_lr', 'plot_optimal_lr_by_noise', 'plot_beta_verdicts', 'val_curves_table', 'per_seed_best',
+           'is_rectangular', 'analysis_figures', 'analysis_summary', 'analysis_cli']
 
 # %% ../../nbs/14_studies.batch_scaling.ipynb
 def random_chain(vocab: int, concentration: float, seed: int) -> np.ndarray:
@@ -360,10 +360,11 @@ def noise_scale(G: torch.Tensor, batch_size: int) -> dict:
     return {"tr_sigma": tr_sigma, "grad_sq": g2, "b_simple": tr_sigma / g2 if g2 > 0 else float("nan")}
 
 def standardized_noise(G: torch.Tensor) -> torch.Tensor:
-    """Per-entry noise of the second half of the draws over its RMS in the first half (zero-scale entries dropped)."""
-    noise = G - G.mean(0)
+    """Per-entry noise about the median, second half of the draws over its median absolute deviation in the first
+    half (zero-scale entries dropped)."""
+    noise = G - G.median(0).values
     half = len(G) // 2
-    scale = noise[:half].pow(2).mean(0).sqrt()
+    scale = noise[:half].abs().median(0).values
     keep = scale > 0
     return noise[half:, keep] / scale[keep]
 
@@ -634,12 +635,17 @@ def cell_table(results: pd.DataFrame) -> pd.DataFrame:
     counts = df.groupby(["batch_size", "lr"]).agg(n_seeds=("seed", "size"), n_diverged=("diverged", "sum"))
     cells = counts.join(cells, how="left").reset_index()
     cells["n_ok"] = cells["n_ok"].fillna(0).astype(int)
-    cells["loss_sem"] = cells["loss_std"] / np.sqrt(cells["n_ok"].where(cells["n_ok"] > 0))
+    n = np.sqrt(cells["n_ok"].where(cells["n_ok"] > 0))
+    cells["loss_sem"] = cells["loss_std"] / n
+    centred = ok["final_val_loss"] - ok.groupby(["batch_size", "seed"])["final_val_loss"].transform("median")
+    paired = centred.groupby([ok["batch_size"], ok["lr"]]).std().rename("paired_std")
+    cells = cells.join(paired, on=["batch_size", "lr"])
+    cells["loss_sem_paired"] = cells.pop("paired_std") / n
     return cells
 
 def fit_tolerance(cells: pd.DataFrame, atol: float = 0.01) -> float:
-    """max(atol, 3 x the mean per-cell standard error over seeds)."""
-    sem = cells["loss_sem"].dropna()
+    """max(atol, 3 x the mean paired per-cell standard error over seeds)."""
+    sem = cells["loss_sem_paired"].dropna()
     return max(atol, 3 * float(sem.mean())) if len(sem) else atol
 
 def check_fit(cells: pd.DataFrame, floor: float | None = None, atol: float = 0.01, below_tol: float = 0.05) -> list:
@@ -667,26 +673,34 @@ def check_fit(cells: pd.DataFrame, floor: float | None = None, atol: float = 0.0
                          f"learning rates by more than {tol:.4f} nats (need 3)")
     return resolved
 
-def quadratic_vertex(x, y) -> float | None:
-    """x of the vertex of the least-squares parabola through the points (exact through three), None when it opens downwards."""
-    a, b, _ = np.polyfit(np.asarray(x, float), np.asarray(y, float), 2)
-    return -b / (2 * a) if a > 0 else None
+OPTIMA = {"parabola3": (1, 2), "parabola5": (2, 2), "cubic5": (2, 3), "cubic7": (3, 3)}  # (width, degree)
 
-def row_optimum(loss: np.ndarray, grid: np.ndarray, width: int = 1) -> dict:
-    """Grid argmin and parabola-refined optimum (in log lr, over the argmin +- `width` points) of one batch size."""
+def local_minimum(x, y, degree: int = 2) -> float | None:
+    """x of the lowest local minimum of the least-squares polynomial of `degree` inside [min x, max x] (None if none)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) <= degree:
+        return None
+    p = np.polynomial.Polynomial.fit(x, y, degree)
+    d = p.deriv().trim(1e-9 * np.abs(p.deriv().coef).max())  # a vanishing top coefficient would give a spurious root
+    roots = [r.real for r in d.roots() if abs(r.imag) < 1e-12 and x.min() <= r.real <= x.max() and d.deriv()(r.real) > 0]
+    return min(roots, key=p) if roots else None
+
+def row_optimum(loss: np.ndarray, grid: np.ndarray, optimum: str = "parabola3") -> dict:
+    """Grid argmin and refined optimum (in log lr, by the `optimum` estimator of OPTIMA) of one batch size."""
+    width, degree = OPTIMA[optimum]
     i = int(np.nanargmin(loss))
     edge = i == 0 or i == len(grid) - 1
     w = slice(max(0, i - width), i + width + 1)
     neighbours = not edge and bool(np.all(np.isfinite(loss[i - 1:i + 2])))
     ok = np.isfinite(loss[w])
-    v = quadratic_vertex(np.log(grid[w][ok]), loss[w][ok]) if neighbours else None
+    v = local_minimum(np.log(grid[w][ok]), loss[w][ok], degree) if neighbours else None
     return {"lr_grid": float(grid[i]), "lr_interp": math.exp(v) if v is not None else float(grid[i]),
             "loss_min": float(loss[i]), "edge": edge, "edge_side": ("low" if i == 0 else "high") if edge else "",
             "bounded": not edge and not neighbours}
 
-def best_lr(cells: pd.DataFrame, width: int = 1) -> pd.DataFrame:
+def best_lr(cells: pd.DataFrame, optimum: str = "parabola3") -> pd.DataFrame:
     """Per batch size (each over its own learning rates): grid argmin, refined lr, min loss, edge and bounded flags."""
-    rows = [{"batch_size": int(B), **row_optimum(g["loss"].to_numpy(float), g["lr"].to_numpy(float), width)}
+    rows = [{"batch_size": int(B), **row_optimum(g["loss"].to_numpy(float), g["lr"].to_numpy(float), optimum)}
             for B, g in cells.sort_values(["batch_size", "lr"]).groupby("batch_size") if g["loss"].notna().any()]
     return pd.DataFrame(rows, columns=["batch_size", "lr_grid", "lr_interp", "loss_min", "edge", "edge_side", "bounded"])
 
@@ -723,7 +737,7 @@ def detect_bend(best: pd.DataFrame, col: str = "lr_interp", min_drop: float = 0.
             "rising": [int(v) for v in b["batch_size"].iloc[:i + 1]]}
 
 def bootstrap_beta(results: pd.DataFrame, batches, n_boot: int = 1000, seed: int = 0, col: str = "lr_interp",
-                   width: int = 1) -> np.ndarray:
+                   optimum: str = "parabola3") -> np.ndarray:
     """Betas refitted after redrawing every cell's non-diverged seeds with replacement."""
     ok = results["final_val_loss"].notna() & ~results["diverged"].astype(bool)
     rows = []
@@ -734,21 +748,23 @@ def bootstrap_beta(results: pd.DataFrame, batches, n_boot: int = 1000, seed: int
     betas = []
     for _ in range(n_boot):
         means = [(B, lrs, np.array([rng.choice(v, len(v)).mean() if len(v) else np.nan for v in vals])) for B, lrs, vals in rows]
-        opt = [(B, row_optimum(m, lrs, width)[col]) for B, lrs, m in means if np.isfinite(m).any()]
+        opt = [(B, row_optimum(m, lrs, optimum)[col]) for B, lrs, m in means if np.isfinite(m).any()]
         if len(opt) >= 3 and len({v for _, v in opt}) > 1:
             betas.append(fit_power_law(*zip(*opt))["beta"])
     return np.asarray(betas)
 
+def results_at_fraction(results: pd.DataFrame, curves: pd.DataFrame, fraction: float) -> pd.DataFrame:
+    """`results` with each run's validation loss at `fraction` of its budget (the logged step nearest to it)."""
+    c = curves.join(results.set_index(["batch_size", "lr", "seed"])["steps"], on=["batch_size", "lr", "seed"]).dropna(subset=["steps"])
+    near = c.loc[(c["step"] - fraction * c["steps"]).abs().groupby([c["batch_size"], c["lr"], c["seed"]]).idxmin()]
+    at = near.set_index(["batch_size", "lr", "seed"])["val_loss"].rename("final_val_loss")
+    return results.drop(columns="final_val_loss").join(at, on=["batch_size", "lr", "seed"])
+
 def beta_by_budget(results: pd.DataFrame, curves: pd.DataFrame, fractions=(0.75, 0.875, 1.0), **analyze_kw) -> pd.DataFrame:
-    """The fit redone on the validation loss at fractions of each run's budget (the nearest logged step)."""
-    steps = results.set_index(["batch_size", "lr", "seed"])["steps"]
-    c = curves.join(steps, on=["batch_size", "lr", "seed"]).dropna(subset=["steps"])
+    """The fit redone on the validation loss at fractions of each run's budget."""
     rows = []
     for f in fractions:
-        near = c.loc[(c["step"] - f * c["steps"]).abs().groupby([c["batch_size"], c["lr"], c["seed"]]).idxmin()]
-        at = near.set_index(["batch_size", "lr", "seed"])["val_loss"].rename("final_val_loss")
-        res = results.drop(columns="final_val_loss").join(at, on=["batch_size", "lr", "seed"])
-        fit = analyze(res, **{**analyze_kw, "n_boot": 0})["fit"]
+        fit = analyze(results_at_fraction(results, curves, f), **{**analyze_kw, "n_boot": 0})["fit"]
         rows.append({"fraction": f, "beta": fit["beta"] if fit else math.nan, "se": fit["se"] if fit else math.nan,
                      "r2": fit["r2"] if fit else math.nan})
     return pd.DataFrame(rows)
@@ -767,10 +783,10 @@ def interpret(beta: float, interval, alpha: float | None = None) -> str:
             f"{'; excludes ' + ', '.join(outside) if outside else ''}; nearest: {nearest.split(' (')[0]}.")
 
 def analyze(results: pd.DataFrame, floor: float | None = None, alpha: float | None = None, n_boot: int = 1000,
-            seed: int = 0, atol: float = 0.01, col: str = "lr_interp", width: int = 1) -> dict:
+            seed: int = 0, atol: float = 0.01, col: str = "lr_interp", optimum: str = "parabola3") -> dict:
     """Cells, best lr per batch, refusal check, power-law fit (rising branch if bent) with its t-interval, bootstrap, text."""
     cells = cell_table(results)
-    best = best_lr(cells, width)
+    best = best_lr(cells, optimum)
     out = {"cells": cells, "best": best, "warnings": edge_warnings(best), "fit": None, "refused": None,
            "bend": None, "interval": None, "boot": np.array([]), "boot_interval": None, "interpretation": None}
     try:
@@ -788,7 +804,7 @@ def analyze(results: pd.DataFrame, floor: float | None = None, alpha: float | No
     fit = {**fit_power_law(use["batch_size"], use[col]), "batches": [int(b) for b in use["batch_size"]],
            "lrs": [float(v) for v in use[col]], "column": col}
     several = cells["n_ok"].max() > 1
-    boot = bootstrap_beta(results, fit["batches"], n_boot, seed, col, width) if several and n_boot else np.array([])
+    boot = bootstrap_beta(results, fit["batches"], n_boot, seed, col, optimum) if several and n_boot else np.array([])
     boot_interval = (float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))) if len(boot) > 1 else None
     interval = tuple(fit["ci"])
     out.update(fit=fit, bend=bend, boot=boot, interval=interval, boot_interval=boot_interval,
@@ -1025,9 +1041,9 @@ def val_curves_table(results: pd.DataFrame) -> pd.DataFrame:
                   "val_loss": m["value"]} for m in namespaced_rows(r.run_dir) if m["metric"] == key]
     return pd.DataFrame(rows, columns=["batch_size", "lr", "seed", "step", "val_loss"])
 
-def per_seed_best(results: pd.DataFrame, width: int = 1) -> pd.DataFrame:
+def per_seed_best(results: pd.DataFrame, optimum: str = "parabola3") -> pd.DataFrame:
     """The refined optimum of every batch size for each seed on its own."""
-    frames = [best_lr(cell_table(g), width).assign(seed=s) for s, g in results.groupby("seed")]
+    frames = [best_lr(cell_table(g), optimum).assign(seed=s) for s, g in results.groupby("seed")]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 def is_rectangular(cells: pd.DataFrame) -> bool:
@@ -1035,7 +1051,7 @@ def is_rectangular(cells: pd.DataFrame) -> bool:
     return cells.groupby("batch_size")["lr"].apply(frozenset).nunique() == 1
 
 def analysis_figures(results: pd.DataFrame, a: dict, fig_dir, b_simple=None, floor: float | None = None,
-                     curves: pd.DataFrame | None = None, width: int = 1) -> list[Path]:
+                     curves: pd.DataFrame | None = None, optimum: str = "parabola3") -> list[Path]:
     """Draw and save the figures (PNG + CSV) of an analysis; return the paths."""
     fig_dir = Path(fig_dir)
     cells, best, fit = a["cells"], a["best"], a["fit"]
@@ -1045,7 +1061,7 @@ def analysis_figures(results: pd.DataFrame, a: dict, fig_dir, b_simple=None, flo
         branch = f", B ≤ {max(fit['batches'])} (rising branch)" if a["bend"] else ""
         line.attrs["label"] = f"fit{branch}: β = {fit['beta']:.2f} ± {fit['se']:.2f} (SE), R² = {fit['r2']:.2f}"
     title = "Optimal LR vs batch size" + ("" if fit is not None else " (fit refused)")
-    fig = plot_optimal_lr(best, line, per_seed_best(results, width), b_simple, (cells["lr"].min(), cells["lr"].max()), title)
+    fig = plot_optimal_lr(best, line, per_seed_best(results, optimum), b_simple, (cells["lr"].min(), cells["lr"].max()), title)
     table = pd.concat([best.assign(kind="optimum"), line.assign(kind="fit")]) if line is not None else best.assign(kind="optimum")
     paths = [save_figure(fig, fig_dir / "optimal_lr.png", table)]
     if is_rectangular(cells):
@@ -1078,20 +1094,20 @@ def analysis_cli(argv=None) -> int:
     p.add_argument("--floor", type=float, help="loss floor (default: the table's floor column)")
     p.add_argument("--alpha", type=float, help="phase-1 tail index, for the 1 - 1/alpha reference")
     p.add_argument("--b-simple", type=float, help="gradient noise scale to mark on the figures")
-    p.add_argument("--width", type=int, default=1, help="neighbours on each side of the argmin in the parabola fit")
+    p.add_argument("--optimum", default="parabola3", choices=list(OPTIMA), help="estimator of each batch size's optimum")
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     results = pd.read_csv(a.results)
     floor = a.floor if a.floor is not None else (float(results["floor"].dropna().iloc[0]) if "floor" in results and results["floor"].notna().any() else None)
-    res = analyze(results, floor, a.alpha, a.n_boot, a.seed, width=a.width)
+    res = analyze(results, floor, a.alpha, a.n_boot, a.seed, optimum=a.optimum)
     out = Path(a.out) if a.out else Path(a.results).parent / "analysis"
     summary = analysis_summary(res)
     atomic_write_json(out / "analysis.json", summary)
     res["best"].to_csv(out / "best_lr.csv", index=False)
     present = results[[Path(str(d)).is_dir() for d in results["run_dir"]]] if "run_dir" in results else results.iloc[:0]
     curves = val_curves_table(present) if len(present) else None
-    paths = analysis_figures(results, res, out / "figures", (a.b_simple,) if a.b_simple else None, floor, curves, a.width)
+    paths = analysis_figures(results, res, out / "figures", (a.b_simple,) if a.b_simple else None, floor, curves, a.optimum)
     for w in res["warnings"]:
         print(f"warning: {w}")
     if res["refused"]:
