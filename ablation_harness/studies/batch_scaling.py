@@ -18,33 +18,39 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+import yaml
 from matplotlib.colors import ListedColormap, LogNorm, Normalize
+from matplotlib.ticker import NullFormatter
 from scipy import stats
 from scipy.special import xlogy
 from torch import nn
 
-from ..config import RunConfig, config_hash, set_dotted
+from ..config import RunConfig, SinkConfig, config_hash, set_dotted
 from ..core import (CommandParser, UserError, atomic_write_json, exit_with, finite_float, guarded, read_jsonl,
                                    safe_name)
 from ..data import ArrayDataset, DataBundle, register_source, source_options
 from ..models import register_model
 from ..plots import register_plot, require_columns, save_figure
 from ..sinks import JsonlSink, MultiSink, TensorBoardSink, WandbSink
+from ..stats import power_law
 from ..sweep import COMPLETE, DIVERGED, Trial, base_record, failed_record, make_trials
 from ..train import CLASSIFICATION, Callback, Task, evaluate, register_callback, run
 
 # %% auto 0
-__all__ = ['MARKOV_DEFAULTS', 'SEQUENCE', 'K_RATIOS', 'BATCH_KEY', 'LR_KEY', 'EXPLODE_RATIO', 'RESULT_COLUMNS', 'analysis_main',
-           'random_chain', 'stationary_distribution', 'entropy_rate', 'sample_chain', 'oracle_loss', 'chain_seed',
-           'markov_floor', 'markov', 'CausalSelfAttention', 'Block', 'TinyTransformer', 'sequence_loss',
-           'sequence_metrics', 'task_for', 'config_prefix', 'BatchScalingLogger', 'symmetric_stable', 'GradientNoise',
-           'hill_alpha', 'minibatch_gradients', 'noise_scale', 'noise_tails', 'NoiseProbe', 'summarize_noise',
-           'natural_noise_rms', 'noise_callbacks', 'plot_noise_tails', 'budget_steps', 'with_logger',
-           'make_batch_trials', 'is_diverged', 'batch_scaling_trial', 'results_table', 'namespaced_rows', 'sweep_rows',
-           'log_sweep', 'FitRefused', 'cell_table', 'fit_tolerance', 'check_fit', 'quadratic_vertex', 'row_optimum',
-           'loss_matrix', 'best_lr', 'edge_warnings', 'fit_power_law', 'fit_band', 'detect_bend', 'bootstrap_beta',
-           'interpret', 'analyze', 'plot_optimal_lr', 'plot_loss_heatmap', 'plot_val_curves', 'val_curves_table',
-           'per_seed_best', 'analysis_figures', 'analysis_summary', 'analysis_cli']
+__all__ = ['MARKOV_DEFAULTS', 'SEQUENCE', 'NOISE_KINDS', 'K_RATIOS', 'DEEP_K_RATIO', 'BATCH_KEY', 'LR_KEY', 'EXPLODE_RATIO',
+           'RESULT_COLUMNS', 'OPTIMA', 'BANDS', 'NOISE_COLORS', 'analysis_main', 'random_chain',
+           'stationary_distribution', 'entropy_rate', 'sample_chain', 'oracle_loss', 'chain_seed', 'markov_floor',
+           'markov', 'CausalSelfAttention', 'Block', 'TinyTransformer', 'sequence_loss', 'sequence_metrics', 'task_for',
+           'config_prefix', 'BatchScalingLogger', 'unit_noise', 'GradientNoise', 'hill_curve', 'hill_alpha',
+           'hill_interval', 'minibatch_gradients', 'noise_scale', 'standardized_noise', 'noise_tails', 'NoiseProbe',
+           'summarize_noise', 'natural_noise_rms', 'noise_callbacks', 'plot_noise_tails', 'plot_hill', 'budget_steps',
+           'with_logger', 'make_batch_trials', 'sheared_lrs', 'is_diverged', 'batch_scaling_trial', 'results_table',
+           'namespaced_rows', 'sweep_rows', 'sweep_sinks', 'log_sweep', 'FitRefused', 'cell_table', 'fit_tolerance',
+           'check_fit', 'local_minimum', 'row_optimum', 'best_lr', 'edge_warnings', 'fit_power_law', 'fit_band',
+           'detect_bend', 'bootstrap_beta', 'results_at_fraction', 'beta_by_budget', 'interpret', 'analyze',
+           'band_verdict', 'slope_difference', 'plot_optimal_lr', 'plot_loss_heatmap', 'plot_val_curves',
+           'plot_loss_vs_lr', 'plot_optimal_lr_by_noise', 'plot_beta_verdicts', 'val_curves_table', 'per_seed_best',
+           'is_rectangular', 'analysis_figures', 'analysis_summary', 'analysis_cli']
 
 # %% ../../nbs/14_studies.batch_scaling.ipynb
 def random_chain(vocab: int, concentration: float, seed: int) -> np.ndarray:
@@ -262,51 +268,77 @@ class BatchScalingLogger(Callback):
                             "summary/batch_size": self.batch_size, "summary/lr": self.lr})
 
 # %% ../../nbs/14_studies.batch_scaling.ipynb
-def symmetric_stable(alpha: float, shape, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-    """Standard symmetric alpha-stable draws (Chambers-Mallows-Stuck); alpha = 2 is N(0, 2)."""
-    u = torch.rand(shape, generator=generator, device=device, dtype=torch.float64)
-    w = -torch.log1p(-torch.rand(shape, generator=generator, device=device, dtype=torch.float64))
-    v = math.pi * (u - 0.5)
-    x = torch.sin(alpha * v) / torch.cos(v) ** (1 / alpha) * (torch.cos((1 - alpha) * v) / w) ** ((1 - alpha) / alpha)
-    return x.float()
+NOISE_KINDS = ("gaussian", "student_t", "laplace", "stable")
+
+def unit_noise(kind: str, n: int, rng: np.random.Generator, df: float = 3.0, alpha: float = 1.5) -> np.ndarray:
+    """`n` draws of a noise law: unit variance (gaussian, student_t, laplace) or standard symmetric stable."""
+    if kind == "gaussian":
+        return rng.standard_normal(n)
+    if kind == "student_t":
+        return rng.standard_t(df, n) * math.sqrt((df - 2) / df)
+    if kind == "laplace":
+        return rng.laplace(0.0, 1 / math.sqrt(2), n)
+    if kind == "stable":
+        return stats.levy_stable.rvs(alpha, 0.0, size=n, random_state=rng)
+    raise ValueError(f"noise kind must be one of {NOISE_KINDS}, got {kind!r}")
 
 @register_callback("gradient_noise")
 class GradientNoise(Callback):
-    """Add the mean of `batch` per-example noise draws (gaussian or symmetric alpha-stable) to every gradient."""
-    def __init__(self, kind: str = "gaussian", scale: float = 0.0, alpha: float = 1.5, seed: int = 0):
-        if kind not in ("gaussian", "stable"):
-            raise ValueError(f"gradient_noise kind must be 'gaussian' or 'stable', got {kind!r}")
+    """Add the noise of a mean of `batch` per-example draws (gaussian, student_t, laplace, stable) to every gradient."""
+    def __init__(self, kind: str = "gaussian", scale: float = 0.0, df: float = 3.0, alpha: float = 1.5, seed: int = 0):
+        if kind not in NOISE_KINDS:
+            raise ValueError(f"gradient_noise kind must be one of {NOISE_KINDS}, got {kind!r}")
+        if kind == "student_t" and not df > 2:
+            raise ValueError(f"student_t noise needs df > 2 (finite variance, matched to the Gaussian), got {df}")
         if kind == "stable" and not 0 < alpha < 2:
             raise ValueError(f"stable noise needs 0 < alpha < 2, got {alpha}")
-        self.kind, self.scale, self.alpha, self.seed, self.gen = kind, scale, alpha, seed, None
+        self.kind, self.scale, self.df, self.alpha, self.seed, self.rng = kind, scale, df, alpha, seed, None
 
-    def sample(self, shape, batch: int, generator=None, device=None) -> torch.Tensor:
-        """The mean of `batch` per-example draws, per entry of `shape`."""
-        if self.kind == "gaussian":
-            return self.scale / math.sqrt(batch) * torch.randn(shape, generator=generator, device=device)
-        return self.scale * batch ** (1 / self.alpha - 1) * symmetric_stable(self.alpha, shape, generator, device)
+    def sample(self, shape, batch: int, rng: np.random.Generator, device=None) -> torch.Tensor:
+        """The injected noise of a minibatch of `batch` examples, per entry of `shape` (float32)."""
+        n = math.prod(shape)
+        z = unit_noise(self.kind, n, rng, self.df, self.alpha)
+        size = self.scale * (batch ** (1 / self.alpha - 1) if self.kind == "stable" else batch ** -0.5)
+        return torch.from_numpy(size * z).float().reshape(shape).to(device)
 
     def on_fit_start(self, trainer):
-        self.gen = torch.Generator(trainer.device).manual_seed(self.seed + 7919 * trainer.cfg.seed)
+        self.rng = np.random.default_rng([self.seed, trainer.cfg.seed])
 
     def on_after_backward(self, trainer):
-        B = len(trainer.batch[1])
-        for p in trainer.model.parameters():
-            if p.grad is not None:
-                p.grad.add_(self.sample(p.shape, B, self.gen, p.device))
+        grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+        noise = self.sample((sum(g.numel() for g in grads),), len(trainer.batch[1]), self.rng, grads[0].device)
+        for g, z in zip(grads, noise.split([g.numel() for g in grads])):
+            g.add_(z.view_as(g))
 
 # %% ../../nbs/14_studies.batch_scaling.ipynb
 K_RATIOS = (0.05, 0.1, 0.2)
+DEEP_K_RATIO = 0.002
+
+def hill_curve(x, k_ratios) -> np.ndarray:
+    """Hill estimates of the tail index of |x| for each k = k_ratio * n (zeros dropped; NaN when k < 2)."""
+    a = torch.as_tensor(x).detach().abs().flatten().double()
+    a = a[a > 0]
+    n = a.numel()
+    ks = [int(r * n) for r in k_ratios]
+    if max(ks) < 2:
+        return np.full(len(ks), np.nan)
+    top = torch.topk(a, max(ks) + 1).values.log()
+    csum = top.cumsum(0)
+    return np.array([float(k / (csum[k - 1] - k * top[k])) if k >= 2 else np.nan for k in ks])
 
 def hill_alpha(x, k_ratio: float = 0.1) -> float:
     """Hill estimate of the tail index of |x| from its top k = k_ratio * n values (zeros dropped)."""
-    a = torch.as_tensor(x).detach().abs().flatten().double()
-    a = a[a > 0]
-    k = int(k_ratio * a.numel())
-    if k < 2:
-        return float("nan")
-    top = torch.topk(a, k + 1).values
-    return float(1.0 / torch.log(top[:k] / top[k]).mean())
+    return float(hill_curve(x, [k_ratio])[0])
+
+def hill_interval(x, k_ratio: float = DEEP_K_RATIO, level: float = 0.95) -> dict:
+    """Hill alpha with its asymptotic interval (normal for 1/alpha, sd (1/alpha)/sqrt(k)), and k."""
+    n = int((torch.as_tensor(x) != 0).sum())
+    k = int(k_ratio * n)
+    alpha = hill_alpha(x, k_ratio)
+    if not k >= 2 or not math.isfinite(alpha):
+        return {"alpha": alpha, "lo": math.nan, "hi": math.nan, "k": k}
+    half = stats.norm.ppf(0.5 + level / 2) / math.sqrt(k)
+    return {"alpha": alpha, "lo": alpha / (1 + half), "hi": alpha / (1 - half) if half < 1 else math.inf, "k": k}
 
 def minibatch_gradients(model, task: Task, ds: ArrayDataset, batch_size: int, n_draws: int,
                         generator: torch.Generator) -> torch.Tensor:
@@ -327,22 +359,28 @@ def noise_scale(G: torch.Tensor, batch_size: int) -> dict:
     tr_sigma, g2 = batch_size * S, float(mean.pow(2).sum()) - S / K
     return {"tr_sigma": tr_sigma, "grad_sq": g2, "b_simple": tr_sigma / g2 if g2 > 0 else float("nan")}
 
-def noise_tails(G: torch.Tensor, k_ratios=K_RATIOS) -> list[dict]:
-    """Hill tail index of the per-entry noise G - mean, pooled and standardised, for each k ratio."""
-    noise = G - G.mean(0)
+def standardized_noise(G: torch.Tensor) -> torch.Tensor:
+    """Per-entry noise about the median, second half of the draws over its median absolute deviation in the first
+    half (zero-scale entries dropped)."""
+    noise = G - G.median(0).values
     half = len(G) // 2
-    scale = noise[:half].pow(2).mean(0).sqrt()
+    scale = noise[:half].abs().median(0).values
     keep = scale > 0
-    z = noise[half:, keep] / scale[keep]
-    return [{"k_ratio": r, "alpha": hill_alpha(noise, r), "alpha_standardized": hill_alpha(z, r)} for r in k_ratios]
+    return noise[half:, keep] / scale[keep]
+
+def noise_tails(G: torch.Tensor, k_ratios=K_RATIOS + (DEEP_K_RATIO,)) -> list[dict]:
+    """Hill tail index of the per-entry noise G - mean, pooled and standardised, for each k ratio."""
+    pooled, z = hill_curve(G - G.mean(0), k_ratios), hill_curve(standardized_noise(G), k_ratios)
+    return [{"k_ratio": r, "alpha": float(a), "alpha_standardized": float(b)} for r, a, b in zip(k_ratios, pooled, z)]
 
 # %% ../../nbs/14_studies.batch_scaling.ipynb
 @register_callback("noise_probe")
 class NoiseProbe(Callback):
     """Phase 1: Hill tail index and gradient noise scale of minibatch gradients at chosen steps."""
-    def __init__(self, steps=(0,), batch_size: int = 64, n_draws: int = 32, k_ratios=K_RATIOS, seed: int = 0):
+    def __init__(self, steps=(0,), batch_size: int = 64, n_draws: int = 32, k_ratios=K_RATIOS + (DEEP_K_RATIO,),
+                 seed: int = 0):
         self.steps, self.batch_size, self.n_draws = set(steps), batch_size, n_draws
-        self.k_ratios, self.seed, self.rows = tuple(k_ratios), seed, []
+        self.k_ratios, self.seed, self.rows, self.z = tuple(k_ratios), seed, [], []
 
     def measure(self, trainer) -> list[dict]:
         """Sample gradients at the current parameters and add one row per k ratio."""
@@ -350,10 +388,12 @@ class NoiseProbe(Callback):
         G = minibatch_gradients(trainer.model, trainer.task, trainer.train_data, self.batch_size, self.n_draws, gen)
         injected = next((cb for cb in trainer.callbacks if isinstance(cb, GradientNoise)), None)
         if injected is not None:
-            G = G + injected.sample(G.shape, self.batch_size, gen).to(G.device)
+            rng = np.random.default_rng([self.seed, trainer.step, 1])
+            G = G + injected.sample(G.shape, self.batch_size, rng, G.device)
         ns = noise_scale(G, self.batch_size)
         rows = [{"step": trainer.step, **t, **ns, "n_values": G.numel()} for t in noise_tails(G, self.k_ratios)]
         self.rows += rows
+        self.z.append(standardized_noise(G).flatten().float().cpu())
         trainer.log_many([{"metric": k, "value": r[k], "split": "noise", "layer": f"k{r['k_ratio']}"}
                           for r in rows for k in ("alpha", "alpha_standardized")]
                          + [{"metric": k, "value": ns[k], "split": "noise"} for k in ns])
@@ -367,15 +407,19 @@ class NoiseProbe(Callback):
         if trainer.step in self.steps:
             self.measure(trainer)
 
-def summarize_noise(rows) -> dict:
-    """Alpha (mean, std, min, max over steps and k ratios), the predicted beta, and B_simple at the last step."""
+def summarize_noise(rows, z=None) -> dict:
+    """The seed's pooled alpha (mean, std, range over steps and its k ratios) and prediction, the deep-tail
+    alpha of the standardised noise of all steps with its interval, and B_simple at the last step."""
     df = pd.DataFrame(rows)
-    a, az = df["alpha"].to_numpy(float), df["alpha_standardized"].to_numpy(float)
+    seed_k = df[df["k_ratio"].isin(K_RATIOS)]
+    a, az = seed_k["alpha"].to_numpy(float), seed_k["alpha_standardized"].to_numpy(float)
     last = df[df["step"] == df["step"].max()].iloc[0]
     alpha = float(np.nanmean(a))
+    deep = hill_interval(torch.cat(list(z)), DEEP_K_RATIO) if z else {"alpha": math.nan, "lo": math.nan, "hi": math.nan, "k": 0}
     return {"alpha": alpha, "alpha_std": float(np.nanstd(a)), "alpha_min": float(np.nanmin(a)),
             "alpha_max": float(np.nanmax(a)), "alpha_standardized": float(np.nanmean(az)),
-            "predicted_beta": 1 - 1 / alpha, "b_simple": float(last["b_simple"]),
+            "predicted_beta": 1 - 1 / alpha, "alpha_deep": deep["alpha"], "alpha_deep_ci": [deep["lo"], deep["hi"]],
+            "k_deep": deep["k"], "b_simple": float(last["b_simple"]),
             "b_simple_min": float(df["b_simple"].min()), "b_simple_max": float(df["b_simple"].max()),
             "b_simple_step": int(last["step"])}
 
@@ -391,13 +435,13 @@ def natural_noise_rms(cfg: RunConfig, batch_size: int = 64, n_draws: int = 32, s
     G = minibatch_gradients(model, task_for(cfg), data.train, batch_size, n_draws, torch.Generator().manual_seed(seed))
     return math.sqrt(noise_scale(G, batch_size)["tr_sigma"] / G.shape[1])
 
-def noise_callbacks(noise: str, scale: float = 0.0, alpha: float = 1.5) -> list[dict]:
+def noise_callbacks(noise: str, scale: float = 0.0, df: float = 3.0, alpha: float = 1.5) -> list[dict]:
     """Callback specs for a noise type: [] for natural, one gradient_noise spec otherwise."""
     if noise == "natural":
         return []
-    if noise not in ("gaussian", "stable"):
-        raise ValueError(f"noise must be natural, gaussian or stable, got {noise!r}")
-    return [{"name": "gradient_noise", "kind": noise, "scale": scale, "alpha": alpha}]
+    if noise not in NOISE_KINDS:
+        raise ValueError(f"noise must be natural or one of {NOISE_KINDS}, got {noise!r}")
+    return [{"name": "gradient_noise", "kind": noise, "scale": scale, "df": df, "alpha": alpha}]
 
 @register_plot("noise_tails")
 def plot_noise_tails(rows: pd.DataFrame, title: str | None = None):
@@ -417,6 +461,32 @@ def plot_noise_tails(rows: pd.DataFrame, title: str | None = None):
     bx.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+# %% ../../nbs/14_studies.batch_scaling.ipynb
+@register_plot("hill_plot")
+def plot_hill(curves: pd.DataFrame, reference: dict | None = None, title: str | None = None):
+    """Hill estimate against k/n, one line per `label` (dashed when `style` is 'reference'), bands from lo/hi."""
+    require_columns(curves, ["label", "k_ratio", "alpha"], "plot_hill")
+    fig, ax = plt.subplots(figsize=(8.6, 4.6))
+    ax.axvspan(min(K_RATIOS), max(K_RATIOS), color="0.92", zorder=0, label="the seed's k/n range")
+    ax.axvline(DEEP_K_RATIO, color="0.5", ls=":", lw=1.2, label=f"deep tail, k/n = {DEEP_K_RATIO:g}")
+    for i, (label, g) in enumerate(curves.groupby("label", sort=False)):
+        g = g.sort_values("k_ratio")
+        ref = "style" in g and (g["style"] == "reference").all()
+        ax.plot(g["k_ratio"], g["alpha"], ls="--" if ref else "-", marker=None if ref else "o", ms=4, lw=1.2 if ref else 1.8,
+                color=f"C{i}", alpha=0.75 if ref else 1.0, label=label)
+        if {"lo", "hi"} <= set(g) and g["lo"].notna().any():
+            ax.fill_between(g["k_ratio"], g["lo"], g["hi"], color=f"C{i}", alpha=0.15)
+    for name, v in (reference or {}).items():
+        ax.axhline(v, color="k", lw=0.9, ls="-.")
+        ax.text(curves["k_ratio"].min(), v, f" {name}", va="bottom", fontsize=8)
+    ax.set(xscale="log", xlabel="k / n (fraction of the sample in the tail)", ylabel="Hill estimate α̂",
+           title=title or "Hill plot: tail index against the tail fraction")
+    ax.set_ylim(0, min(16, float(np.nanmax(curves["alpha"])) * 1.1))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7.5, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 
@@ -442,16 +512,19 @@ def with_logger(callbacks: list, experiment_num: int) -> list:
     return specs
 
 def make_batch_trials(preset, out_dir, budget: str = "steps", steps: int | None = None,
-                      examples: int | None = None, source: str = "<preset>") -> list[Trial]:
-    """Trials of a batch x lr sweep preset with the budget rule applied and experiment numbers set."""
-    trials = make_trials(preset, out_dir, source)
-    batches = sorted({t.swept[BATCH_KEY] for t in trials})
-    lrs = sorted({t.swept[LR_KEY] for t in trials})
+                      examples: int | None = None, source: str = "<preset>", lrs: dict | None = None) -> list[Trial]:
+    """Trials of a batch x lr sweep preset (or of per-batch `lrs`) with the budget rule and experiment numbers."""
+    if lrs is None:
+        trials = make_trials(preset, out_dir, source)
+    else:
+        per_batch = [preset.model_copy(update={"grid": {BATCH_KEY: [B], LR_KEY: list(v)}}) for B, v in sorted(lrs.items())]
+        trials = [t for p in per_batch for t in make_trials(p, out_dir, source)]
+    cells = sorted({(t.swept[BATCH_KEY], t.swept[LR_KEY]) for t in trials})
     out = []
     for t in trials:
         B, lr = t.swept[BATCH_KEY], t.swept[LR_KEY]
         n = budget_steps(B, budget, steps or t.config["train"]["max_steps"], examples)
-        num = batches.index(B) * len(lrs) + lrs.index(lr) + 1
+        num = cells.index((B, lr)) + 1
         d = set_dotted(t.config, "train.max_steps", n)
         d = set_dotted(d, "data.n_train", B * n) if d["data"]["name"] == "markov" else d
         d = set_dotted(d, "train.epochs", 1 if d["data"]["name"] == "markov" else 10**6)
@@ -462,6 +535,13 @@ def make_batch_trials(preset, out_dir, budget: str = "steps", steps: int | None 
         out.append(replace(t, run_id=cfg.name, config=cfg.model_dump(mode="json", by_alias=True), config_hash=h,
                            swept={**t.swept, "experiment_num": num}))
     return out
+
+def sheared_lrs(batches, anchors: dict, factor: float = 2.0, n: int = 5) -> dict:
+    """Per batch size, `n` learning rates spaced by `factor` around the log-log line through `anchors` {B: lr}."""
+    xb, yb = np.log(list(anchors)), np.log(list(anchors.values()))
+    slope, icpt = np.polyfit(xb, yb, 1) if len(anchors) > 1 else (0.0, float(yb[0]))
+    offsets = np.arange(n) - (n - 1) / 2
+    return {int(B): [float(f"{math.exp(icpt + slope * math.log(B)) * factor ** k:.3g}") for k in offsets] for B in batches}
 
 # %% ../../nbs/14_studies.batch_scaling.ipynb
 EXPLODE_RATIO = 1.0
@@ -514,22 +594,32 @@ def sweep_rows(results: pd.DataFrame) -> list[dict]:
         offset += max((r["step"] for r in trial_rows), default=0) + 1
     return rows
 
+def sweep_sinks(results: pd.DataFrame) -> SinkConfig:
+    """The `sinks` section of the sweep's run configs (from the first finished trial; defaults when none)."""
+    for d in results.get("run_dir", pd.Series(dtype=str)):
+        f = Path(str(d)) / "config.yaml"
+        if f.exists():
+            return RunConfig.model_validate(yaml.safe_load(f.read_text(encoding="utf-8"))).sinks
+    return SinkConfig()
+
 def log_sweep(results: pd.DataFrame, out_dir, tensorboard: bool = True, wandb: bool = True,
-              project: str = "ablation_harness-batch_scaling", name: str = "batch_scaling", config: dict | None = None) -> dict:
-    """Rebuild out_dir's sweep_metrics.jsonl, tb/ and one offline W&B run from the trials' rows."""
+              name: str = "batch_scaling", config: dict | None = None) -> dict:
+    """Rebuild out_dir's sweep_metrics.jsonl, tb/ and one W&B run (project and mode from the trials' `sinks`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep_metrics.jsonl").unlink(missing_ok=True)
     for sub in ("tb", "wandb"):
         shutil.rmtree(out / sub, ignore_errors=True)
+    sc = sweep_sinks(results)
     sinks = [JsonlSink(out / "sweep_metrics.jsonl")]
     sinks += [TensorBoardSink(out / "tb")] if tensorboard else []
-    sinks += [WandbSink(out, project, name, config, "offline")] if wandb else []
+    sinks += [WandbSink(out, sc.wandb_project, name, config, sc.wandb_mode)] if wandb and sc.wandb_mode != "disabled" else []
     sink = MultiSink(sinks)
     rows = sweep_rows(results)
     sink.write(rows)
     sink.close()
-    return {"rows": len(rows), "steps": rows[-1]["step"] + 1 if rows else 0, "configs": len(results)}
+    return {"rows": len(rows), "steps": rows[-1]["step"] + 1 if rows else 0, "configs": len(results),
+            "wandb_project": sc.wandb_project if wandb and sc.wandb_mode != "disabled" else None}
 
 # %% ../../nbs/14_studies.batch_scaling.ipynb
 class FitRefused(ValueError):
@@ -545,12 +635,17 @@ def cell_table(results: pd.DataFrame) -> pd.DataFrame:
     counts = df.groupby(["batch_size", "lr"]).agg(n_seeds=("seed", "size"), n_diverged=("diverged", "sum"))
     cells = counts.join(cells, how="left").reset_index()
     cells["n_ok"] = cells["n_ok"].fillna(0).astype(int)
-    cells["loss_sem"] = cells["loss_std"] / np.sqrt(cells["n_ok"].where(cells["n_ok"] > 0))
+    n = np.sqrt(cells["n_ok"].where(cells["n_ok"] > 0))
+    cells["loss_sem"] = cells["loss_std"] / n
+    centred = ok["final_val_loss"] - ok.groupby(["batch_size", "seed"])["final_val_loss"].transform("median")
+    paired = centred.groupby([ok["batch_size"], ok["lr"]]).std().rename("paired_std")
+    cells = cells.join(paired, on=["batch_size", "lr"])
+    cells["loss_sem_paired"] = cells.pop("paired_std") / n
     return cells
 
 def fit_tolerance(cells: pd.DataFrame, atol: float = 0.01) -> float:
-    """max(atol, 3 x the mean per-cell standard error over seeds)."""
-    sem = cells["loss_sem"].dropna()
+    """max(atol, 3 x the mean paired per-cell standard error over seeds)."""
+    sem = cells["loss_sem_paired"].dropna()
     return max(atol, 3 * float(sem.mean())) if len(sem) else atol
 
 def check_fit(cells: pd.DataFrame, floor: float | None = None, atol: float = 0.01, below_tol: float = 0.05) -> list:
@@ -578,48 +673,46 @@ def check_fit(cells: pd.DataFrame, floor: float | None = None, atol: float = 0.0
                          f"learning rates by more than {tol:.4f} nats (need 3)")
     return resolved
 
-def quadratic_vertex(x, y) -> float | None:
-    """x of the vertex of the parabola through three points (Lagrange form), or None when it opens downwards."""
-    (x0, x1, x2), (y0, y1, y2) = map(float, x), map(float, y)
-    d = (x0 - x1) * (x0 - x2) * (x1 - x2)
-    a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / d
-    b = (x2 ** 2 * (y0 - y1) + x1 ** 2 * (y2 - y0) + x0 ** 2 * (y1 - y2)) / d
-    return -b / (2 * a) if a > 0 else None
+OPTIMA = {"parabola3": (1, 2), "parabola5": (2, 2), "cubic5": (2, 3), "cubic7": (3, 3)}  # (width, degree)
 
-def row_optimum(loss: np.ndarray, grid: np.ndarray) -> dict:
-    """Grid argmin and parabola-refined optimum (in log lr) of one batch size's losses over the LR grid."""
+def local_minimum(x, y, degree: int = 2) -> float | None:
+    """x of the lowest local minimum of the least-squares polynomial of `degree` inside [min x, max x] (None if none)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) <= degree:
+        return None
+    p = np.polynomial.Polynomial.fit(x, y, degree)
+    d = p.deriv().trim(1e-9 * np.abs(p.deriv().coef).max())  # a vanishing top coefficient would give a spurious root
+    roots = [r.real for r in d.roots() if abs(r.imag) < 1e-12 and x.min() <= r.real <= x.max() and d.deriv()(r.real) > 0]
+    return min(roots, key=p) if roots else None
+
+def row_optimum(loss: np.ndarray, grid: np.ndarray, optimum: str = "parabola3") -> dict:
+    """Grid argmin and refined optimum (in log lr, by the `optimum` estimator of OPTIMA) of one batch size."""
+    width, degree = OPTIMA[optimum]
     i = int(np.nanargmin(loss))
     edge = i == 0 or i == len(grid) - 1
+    w = slice(max(0, i - width), i + width + 1)
     neighbours = not edge and bool(np.all(np.isfinite(loss[i - 1:i + 2])))
-    v = quadratic_vertex(np.log(grid[i - 1:i + 2]), loss[i - 1:i + 2]) if neighbours else None
+    ok = np.isfinite(loss[w])
+    v = local_minimum(np.log(grid[w][ok]), loss[w][ok], degree) if neighbours else None
     return {"lr_grid": float(grid[i]), "lr_interp": math.exp(v) if v is not None else float(grid[i]),
-            "loss_min": float(loss[i]), "edge": edge, "bounded": not edge and not neighbours}
+            "loss_min": float(loss[i]), "edge": edge, "edge_side": ("low" if i == 0 else "high") if edge else "",
+            "bounded": not edge and not neighbours}
 
-def loss_matrix(cells: pd.DataFrame, col: str = "loss") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(batch sizes, LR grid, losses [batch, lr]) of a cell table."""
-    bs, grid = np.sort(cells["batch_size"].unique()), np.sort(cells["lr"].unique())
-    M = cells.pivot(index="batch_size", columns="lr", values=col).reindex(index=bs, columns=grid).to_numpy(float)
-    return bs, grid, M
+def best_lr(cells: pd.DataFrame, optimum: str = "parabola3") -> pd.DataFrame:
+    """Per batch size (each over its own learning rates): grid argmin, refined lr, min loss, edge and bounded flags."""
+    rows = [{"batch_size": int(B), **row_optimum(g["loss"].to_numpy(float), g["lr"].to_numpy(float), optimum)}
+            for B, g in cells.sort_values(["batch_size", "lr"]).groupby("batch_size") if g["loss"].notna().any()]
+    return pd.DataFrame(rows, columns=["batch_size", "lr_grid", "lr_interp", "loss_min", "edge", "edge_side", "bounded"])
 
-def best_lr(cells: pd.DataFrame) -> pd.DataFrame:
-    """Per batch size: grid-argmin lr, parabola-refined lr, min loss, edge and bounded flags."""
-    bs, grid, M = loss_matrix(cells)
-    rows = [{"batch_size": int(B), **row_optimum(M[i], grid)} for i, B in enumerate(bs) if np.isfinite(M[i]).any()]
-    return pd.DataFrame(rows, columns=["batch_size", "lr_grid", "lr_interp", "loss_min", "edge", "bounded"])
-
-def edge_warnings(best: pd.DataFrame, grid) -> list[str]:
-    """Warnings for batch sizes whose optimum sits on the edge of the learning-rate grid."""
-    lo, hi = min(grid), max(grid)
+def edge_warnings(best: pd.DataFrame) -> list[str]:
+    """Warnings for batch sizes whose optimum sits on the edge of their learning-rate grid."""
     return [f"optimum on the edge of the LR grid at B={int(r.batch_size)}: lr*={r.lr_grid:g} is the "
-            f"{'smallest' if r.lr_grid == lo else 'largest'} LR tried; the true optimum may lie outside the grid"
+            f"{'smallest' if r.edge_side == 'low' else 'largest'} LR tried; the true optimum may lie outside the grid"
             for r in best.itertuples() if r.edge]
 
 def fit_power_law(batch_sizes, lrs) -> dict:
-    """linregress of ln lr* on ln B: beta, its standard error, intercept, R^2, n."""
-    x, y = np.log(np.asarray(batch_sizes, float)), np.log(np.asarray(lrs, float))
-    r = stats.linregress(x, y)
-    return {"beta": float(r.slope), "se": float(r.stderr), "intercept": float(r.intercept),
-            "r2": float(r.rvalue ** 2), "p_value": float(r.pvalue), "n": int(len(x))}
+    """linregress of ln lr* on ln B (`stats.power_law`): beta, se, its t-interval (n - 2 df), intercept, R^2, n."""
+    return power_law(batch_sizes, lrs)
 
 def fit_band(fit: dict, batch_sizes, batch_grid, level: float = 0.95) -> pd.DataFrame:
     """The fitted line and its confidence band (mean response) on `batch_grid`."""
@@ -643,29 +736,38 @@ def detect_bend(best: pd.DataFrame, col: str = "lr_interp", min_drop: float = 0.
     return {"peak_batch": int(b["batch_size"].iloc[i]), "peak_lr": float(b[col].iloc[i]), "drop_log10": float(y[i] - y[-1]),
             "rising": [int(v) for v in b["batch_size"].iloc[:i + 1]]}
 
-def bootstrap_beta(results: pd.DataFrame, batches, n_boot: int = 1000, seed: int = 0, col: str = "lr_interp") -> np.ndarray:
+def bootstrap_beta(results: pd.DataFrame, batches, n_boot: int = 1000, seed: int = 0, col: str = "lr_interp",
+                   optimum: str = "parabola3") -> np.ndarray:
     """Betas refitted after redrawing every cell's non-diverged seeds with replacement."""
-    ok = results[~results["diverged"].astype(bool)].dropna(subset=["final_val_loss"])
-    ok = ok[ok["batch_size"].isin(batches)]
-    bs, grid = np.sort(ok["batch_size"].unique()), np.sort(results["lr"].unique())
-    m = int(ok.groupby(["batch_size", "lr"]).size().max())
-    vals, n = np.full((len(bs), len(grid), m), np.nan), np.zeros((len(bs), len(grid)), int)
-    for (B, lr), g in ok.groupby(["batch_size", "lr"]):
-        i, j = np.searchsorted(bs, B), np.searchsorted(grid, lr)
-        n[i, j] = len(g)
-        vals[i, j, :len(g)] = g["final_val_loss"].to_numpy(float)
+    ok = results["final_val_loss"].notna() & ~results["diverged"].astype(bool)
+    rows = []
+    for B, g in results[results["batch_size"].isin(batches)].groupby("batch_size"):
+        lrs = np.sort(g["lr"].unique())
+        rows.append((B, lrs, [g.loc[(g["lr"] == lr) & ok[g.index], "final_val_loss"].to_numpy(float) for lr in lrs]))
     rng = np.random.default_rng(seed)
-    has = n > 0
     betas = []
     for _ in range(n_boot):
-        idx = (rng.random(vals.shape) * np.maximum(n, 1)[..., None]).astype(int)
-        draw = np.take_along_axis(vals, idx, axis=2)
-        draw[np.broadcast_to(np.arange(m) >= n[..., None], draw.shape)] = np.nan
-        M = np.where(has, np.nanmean(np.where(has[..., None], draw, 0.0), axis=2), np.nan)
-        opt = [row_optimum(M[i], grid)[col] for i in range(len(bs)) if has[i].any()]
-        if len(opt) >= 3 and len(set(opt)) > 1:
-            betas.append(fit_power_law(bs[has.any(1)], opt)["beta"])
+        means = [(B, lrs, np.array([rng.choice(v, len(v)).mean() if len(v) else np.nan for v in vals])) for B, lrs, vals in rows]
+        opt = [(B, row_optimum(m, lrs, optimum)[col]) for B, lrs, m in means if np.isfinite(m).any()]
+        if len(opt) >= 3 and len({v for _, v in opt}) > 1:
+            betas.append(fit_power_law(*zip(*opt))["beta"])
     return np.asarray(betas)
+
+def results_at_fraction(results: pd.DataFrame, curves: pd.DataFrame, fraction: float) -> pd.DataFrame:
+    """`results` with each run's validation loss at `fraction` of its budget (the logged step nearest to it)."""
+    c = curves.join(results.set_index(["batch_size", "lr", "seed"])["steps"], on=["batch_size", "lr", "seed"]).dropna(subset=["steps"])
+    near = c.loc[(c["step"] - fraction * c["steps"]).abs().groupby([c["batch_size"], c["lr"], c["seed"]]).idxmin()]
+    at = near.set_index(["batch_size", "lr", "seed"])["val_loss"].rename("final_val_loss")
+    return results.drop(columns="final_val_loss").join(at, on=["batch_size", "lr", "seed"])
+
+def beta_by_budget(results: pd.DataFrame, curves: pd.DataFrame, fractions=(0.75, 0.875, 1.0), **analyze_kw) -> pd.DataFrame:
+    """The fit redone on the validation loss at fractions of each run's budget."""
+    rows = []
+    for f in fractions:
+        fit = analyze(results_at_fraction(results, curves, f), **{**analyze_kw, "n_boot": 0})["fit"]
+        rows.append({"fraction": f, "beta": fit["beta"] if fit else math.nan, "se": fit["se"] if fit else math.nan,
+                     "r2": fit["r2"] if fit else math.nan})
+    return pd.DataFrame(rows)
 
 # %% ../../nbs/14_studies.batch_scaling.ipynb
 def interpret(beta: float, interval, alpha: float | None = None) -> str:
@@ -681,13 +783,12 @@ def interpret(beta: float, interval, alpha: float | None = None) -> str:
             f"{'; excludes ' + ', '.join(outside) if outside else ''}; nearest: {nearest.split(' (')[0]}.")
 
 def analyze(results: pd.DataFrame, floor: float | None = None, alpha: float | None = None, n_boot: int = 1000,
-            seed: int = 0, atol: float = 0.01, col: str = "lr_interp") -> dict:
-    """Cells, best lr per batch, refusal check, power-law fit (rising branch if bent), bootstrap, warnings, text."""
+            seed: int = 0, atol: float = 0.01, col: str = "lr_interp", optimum: str = "parabola3") -> dict:
+    """Cells, best lr per batch, refusal check, power-law fit (rising branch if bent) with its t-interval, bootstrap, text."""
     cells = cell_table(results)
-    grid = np.sort(cells["lr"].unique())
-    best = best_lr(cells)
-    out = {"cells": cells, "best": best, "warnings": edge_warnings(best, grid), "fit": None, "refused": None,
-           "bend": None, "interval": None, "boot": np.array([]), "interpretation": None}
+    best = best_lr(cells, optimum)
+    out = {"cells": cells, "best": best, "warnings": edge_warnings(best), "fit": None, "refused": None,
+           "bend": None, "interval": None, "boot": np.array([]), "boot_interval": None, "interpretation": None}
     try:
         resolved = check_fit(cells, floor, atol)
     except FitRefused as e:
@@ -703,12 +804,26 @@ def analyze(results: pd.DataFrame, floor: float | None = None, alpha: float | No
     fit = {**fit_power_law(use["batch_size"], use[col]), "batches": [int(b) for b in use["batch_size"]],
            "lrs": [float(v) for v in use[col]], "column": col}
     several = cells["n_ok"].max() > 1
-    boot = bootstrap_beta(results, fit["batches"], n_boot, seed, col) if several else np.array([])
-    interval = (float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))) if len(boot) > 1 \
-        else (fit["beta"] - 2 * fit["se"], fit["beta"] + 2 * fit["se"])
-    out.update(fit=fit, bend=bend, boot=boot, interval=interval, interval_kind="bootstrap" if len(boot) > 1 else "±2 SE",
+    boot = bootstrap_beta(results, fit["batches"], n_boot, seed, col, optimum) if several and n_boot else np.array([])
+    boot_interval = (float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))) if len(boot) > 1 else None
+    interval = tuple(fit["ci"])
+    out.update(fit=fit, bend=bend, boot=boot, interval=interval, boot_interval=boot_interval,
+               interval_kind=f"t-interval of the slope ({fit['n'] - 2} df)",
                interpretation=interpret(fit["beta"], interval, alpha))
     return out
+
+# %% ../../nbs/14_studies.batch_scaling.ipynb
+BANDS = {"gaussian": (0.45, 0.55), "laplace": (0.60, 0.74)}
+
+def band_verdict(ci, bands: dict = BANDS) -> str:
+    """The band a 95% interval meets ('gaussian' or 'laplace'), 'both' or 'neither'."""
+    meets = [k for k, (lo, hi) in bands.items() if ci[0] <= hi and ci[1] >= lo]
+    return meets[0] if len(meets) == 1 else ("both" if meets else "neither")
+
+def slope_difference(best_a: pd.DataFrame, best_b: pd.DataFrame, col: str = "lr_interp") -> dict:
+    """beta_a - beta_b from the paired fit of ln(lr*_a / lr*_b) on ln B (stats.power_law), over shared batch sizes."""
+    m = best_a.merge(best_b, on="batch_size", suffixes=("_a", "_b"))
+    return {**power_law(m["batch_size"], m[f"{col}_a"] / m[f"{col}_b"]), "batches": [int(b) for b in m["batch_size"]]}
 
 # %% ../../nbs/14_studies.batch_scaling.ipynb
 @register_plot("optimal_lr")
@@ -820,6 +935,103 @@ def plot_val_curves(curves: pd.DataFrame, floor: float | None = None, b_simple: 
     return fig
 
 # %% ../../nbs/14_studies.batch_scaling.ipynb
+NOISE_COLORS = {"natural": "0.3", "gaussian": "C0", "student_t": "C3", "laplace": "C2", "stable": "C4",
+                "natural_fixed_steps": "0.65", "gaussian_fixed_steps": "C9", "student_t_fixed_steps": "C1"}
+
+def _panels(df: pd.DataFrame, col: str = "noise"):
+    """(label, sub-frame) per value of `col`, or one unlabeled panel."""
+    return list(df.groupby(col, sort=False)) if col in df else [(None, df)]
+
+@register_plot("loss_vs_lr")
+def plot_loss_vs_lr(cells: pd.DataFrame, best: pd.DataFrame, title: str | None = None):
+    """Final val loss against lr, one line per batch size, refined optima starred; a panel per `noise`."""
+    require_columns(cells, ["batch_size", "lr", "loss"], "plot_loss_vs_lr")
+    require_columns(best, ["batch_size", "lr_interp", "loss_min"], "plot_loss_vs_lr")
+    panels = _panels(cells)
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols + 1.4, 3.8 * nrows + 0.4), sharey=True, squeeze=False,
+                             layout="constrained")
+    bs = np.sort(cells["batch_size"].unique())
+    norm = LogNorm(bs.min(), bs.max()) if bs.min() < bs.max() else Normalize(bs.min() - 1, bs.max() + 1)
+    cmap = plt.get_cmap("viridis")
+    finite = cells["loss"][np.isfinite(cells["loss"])]
+    for ax, (label, c) in zip(axes.flat, panels):
+        b = best[best["noise"] == label] if label is not None and "noise" in best else best
+        for B, g in c.sort_values("lr").groupby("batch_size"):
+            err = g["loss_sem"] if "loss_sem" in g else None
+            ax.errorbar(g["lr"], g["loss"], yerr=err, color=cmap(norm(B)), marker="o", ms=3.5, lw=1.4, capsize=2)
+        ax.scatter(b["lr_interp"], b["loss_min"], marker="*", s=110, c=[cmap(norm(B)) for B in b["batch_size"]],
+                   edgecolors="k", linewidths=0.6, zorder=5)
+        ax.set(xscale="log", xlabel="learning rate", title=label or "")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.grid(alpha=0.3, which="both")
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("final val loss (nats; mean ± SE)")
+    if len(finite):
+        axes[0, 0].set_ylim(finite.min() - 0.01, float(np.quantile(finite, 0.97)) + 0.01)
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes.ravel().tolist(), label="batch size B")
+    fig.suptitle(title or "Final validation loss against the learning rate (★ refined optimum)")
+    return fig
+
+@register_plot("optimal_lr_by_noise")
+def plot_optimal_lr_by_noise(best: pd.DataFrame, lines: pd.DataFrame, per_seed: pd.DataFrame | None = None,
+                             guides: dict | None = None, title: str | None = None):
+    """Optimal lr vs B for several sweeps (`noise`) with their fits and 95% bands, on one log-log plot."""
+    require_columns(best, ["noise", "batch_size", "lr_interp"], "plot_optimal_lr_by_noise")
+    require_columns(lines, ["noise", "batch_size", "lr_fit", "band_lo", "band_hi", "label"], "plot_optimal_lr_by_noise")
+    fig, ax = plt.subplots(figsize=(9.2, 5.0))
+    for noise, g in best.groupby("noise", sort=False):
+        color = NOISE_COLORS.get(noise, "k")
+        ref = noise.startswith("natural")
+        if per_seed is not None and len(per_seed):
+            p = per_seed[per_seed["noise"] == noise]
+            ax.scatter(p["batch_size"], p["lr_interp"], s=12, color=color, alpha=0.3, zorder=2)
+        ax.plot(g["batch_size"], g["lr_interp"], "s" if ref else "o", color=color, mfc="white" if ref else color, ms=6, zorder=4)
+        ln = lines[lines["noise"] == noise]
+        if len(ln):
+            ax.fill_between(ln["batch_size"], ln["band_lo"], ln["band_hi"], color=color, alpha=0.12)
+            ax.plot(ln["batch_size"], ln["lr_fit"], color=color, lw=1.4 if ref else 2.0, ls="--" if ref else "-",
+                    label=ln["label"].iloc[0])
+    bs = np.sort(best["batch_size"].unique())
+    if guides:
+        anchor = float(np.exp(np.log(best.loc[best["batch_size"] == bs[0], "lr_interp"]).mean()))
+        for i, (name, slope) in enumerate(guides.items()):
+            ax.plot(bs, anchor * (bs / bs[0]) ** slope, color="0.2", lw=0.8, ls=[":", "-."][i % 2], label=name)
+    ax.set(xscale="log", yscale="log", xlabel="batch size B", ylabel="optimal learning rate η* (refined)",
+           title=title or "Optimal learning rate against batch size, by gradient-noise law",
+           ylim=(best["lr_interp"].min() / 4, best["lr_interp"].max() * 4))
+    ax.set_xticks(bs, [str(int(b)) for b in bs])
+    ax.minorticks_off()
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return fig
+
+@register_plot("beta_verdicts")
+def plot_beta_verdicts(table: pd.DataFrame, bands: dict = BANDS, title: str | None = None):
+    """Each sweep's beta with its 95% interval against the seed's bands, and its 1 - 1/alpha prediction (rows: `label` or `noise`)."""
+    require_columns(table, ["noise", "beta", "lo", "hi", "predicted"], "plot_beta_verdicts")
+    fig, ax = plt.subplots(figsize=(8.6, 0.8 * len(table) + 1.6))
+    for (name, (lo, hi)), color in zip(bands.items(), ["C0", "C3"]):
+        ax.axvspan(lo, hi, color=color, alpha=0.12, label=f"seed's {name} band [{lo:.2f}, {hi:.2f}]")
+    for i, r in enumerate(table.itertuples()):
+        color = NOISE_COLORS.get(r.noise, "k")
+        ax.errorbar(r.beta, i, xerr=[[r.beta - r.lo], [r.hi - r.beta]], fmt="o", color=color, capsize=4, ms=7, lw=2)
+        if np.isfinite(r.predicted):
+            ax.plot(r.predicted, i, marker="x", color="k", ms=9, mew=2, label="1 − 1/α̂ (phase 1)" if i == 0 else None)
+    ax.set_yticks(range(len(table)), list(table["label"] if "label" in table else table["noise"]))
+    ax.invert_yaxis()
+    ax.set(xlabel="β (slope of ln η* on ln B) with its 95% interval", title=title or "β per noise law against the seed's bands",
+           xlim=(max(-0.5, min(0.0, table["lo"].min()) - 0.1), min(1.5, max(1.0, table["hi"].max()) + 0.1)))
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return fig
+
+# %% ../../nbs/14_studies.batch_scaling.ipynb
 def val_curves_table(results: pd.DataFrame) -> pd.DataFrame:
     """Validation-loss curves of every finished trial from its metrics.jsonl."""
     rows = []
@@ -829,13 +1041,17 @@ def val_curves_table(results: pd.DataFrame) -> pd.DataFrame:
                   "val_loss": m["value"]} for m in namespaced_rows(r.run_dir) if m["metric"] == key]
     return pd.DataFrame(rows, columns=["batch_size", "lr", "seed", "step", "val_loss"])
 
-def per_seed_best(results: pd.DataFrame) -> pd.DataFrame:
+def per_seed_best(results: pd.DataFrame, optimum: str = "parabola3") -> pd.DataFrame:
     """The refined optimum of every batch size for each seed on its own."""
-    frames = [best_lr(cell_table(g)).assign(seed=s) for s, g in results.groupby("seed")]
+    frames = [best_lr(cell_table(g), optimum).assign(seed=s) for s, g in results.groupby("seed")]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
+def is_rectangular(cells: pd.DataFrame) -> bool:
+    """True when every batch size was tried at the same learning rates."""
+    return cells.groupby("batch_size")["lr"].apply(frozenset).nunique() == 1
+
 def analysis_figures(results: pd.DataFrame, a: dict, fig_dir, b_simple=None, floor: float | None = None,
-                     curves: pd.DataFrame | None = None) -> list[Path]:
+                     curves: pd.DataFrame | None = None, optimum: str = "parabola3") -> list[Path]:
     """Draw and save the figures (PNG + CSV) of an analysis; return the paths."""
     fig_dir = Path(fig_dir)
     cells, best, fit = a["cells"], a["best"], a["fit"]
@@ -845,11 +1061,14 @@ def analysis_figures(results: pd.DataFrame, a: dict, fig_dir, b_simple=None, flo
         branch = f", B ≤ {max(fit['batches'])} (rising branch)" if a["bend"] else ""
         line.attrs["label"] = f"fit{branch}: β = {fit['beta']:.2f} ± {fit['se']:.2f} (SE), R² = {fit['r2']:.2f}"
     title = "Optimal LR vs batch size" + ("" if fit is not None else " (fit refused)")
-    fig = plot_optimal_lr(best, line, per_seed_best(results), b_simple, (cells["lr"].min(), cells["lr"].max()), title)
+    fig = plot_optimal_lr(best, line, per_seed_best(results, optimum), b_simple, (cells["lr"].min(), cells["lr"].max()), title)
     table = pd.concat([best.assign(kind="optimum"), line.assign(kind="fit")]) if line is not None else best.assign(kind="optimum")
     paths = [save_figure(fig, fig_dir / "optimal_lr.png", table)]
-    fig = plot_loss_heatmap(cells, b_simple[0] if b_simple is not None else None)
-    paths.append(save_figure(fig, fig_dir / "val_loss_heatmap.png", cells))
+    if is_rectangular(cells):
+        fig = plot_loss_heatmap(cells, b_simple[0] if b_simple is not None else None)
+        paths.append(save_figure(fig, fig_dir / "val_loss_heatmap.png", cells))
+    else:
+        paths.append(save_figure(plot_loss_vs_lr(cells, best), fig_dir / "val_loss_vs_lr.png", cells))
     if curves is not None and len(curves):
         paths.append(save_figure(plot_val_curves(curves, floor, b_simple[0] if b_simple is not None else None),
                                  fig_dir / "val_curves.png", curves))
@@ -861,8 +1080,9 @@ def analysis_summary(a: dict) -> dict:
     out = {"refused": a["refused"], "warnings": a["warnings"], "interpretation": a["interpretation"],
            "best": a["best"].to_dict("records"), "bend": a["bend"]}
     if a["fit"] is not None:
-        out.update({k: a["fit"][k] for k in ("beta", "se", "intercept", "r2", "p_value", "n", "batches", "lrs")},
-                   interval=list(a["interval"]), interval_kind=a["interval_kind"], n_boot=int(len(a["boot"])))
+        out.update({k: a["fit"][k] for k in ("beta", "se", "intercept", "r2", "n", "batches", "lrs")},
+                   interval=list(a["interval"]), interval_kind=a["interval_kind"], n_boot=int(len(a["boot"])),
+                   boot_interval=list(a["boot_interval"]) if a["boot_interval"] else None)
     return out
 
 @guarded
@@ -870,10 +1090,11 @@ def analysis_cli(argv=None) -> int:
     """Run the scaling analysis on a results.csv; return the exit code."""
     p = CommandParser(prog="scaling-analysis", description="Fit lr* = c B^beta from a batch x LR sweep's results.csv")
     p.add_argument("--results", required=True, help="results.csv of a batch-scaling sweep")
-    p.add_argument("--out", required=True, help="output folder for analysis.json, best_lr.csv and figures")
+    p.add_argument("--out", help="output folder for analysis.json, best_lr.csv and figures (default: RESULTS's folder/analysis)")
     p.add_argument("--floor", type=finite_float, help="loss floor (default: the table's floor column)")
     p.add_argument("--alpha", type=finite_float, help="phase-1 tail index, for the 1 - 1/alpha reference")
     p.add_argument("--b-simple", type=finite_float, help="gradient noise scale to mark on the figures")
+    p.add_argument("--optimum", default="parabola3", choices=list(OPTIMA), help="estimator of each batch size's optimum")
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
@@ -883,14 +1104,14 @@ def analysis_cli(argv=None) -> int:
     except (OSError, ValueError) as e:
         raise UserError(f"--results: {e}") from None
     floor = a.floor if a.floor is not None else (float(results["floor"].dropna().iloc[0]) if "floor" in results and results["floor"].notna().any() else None)
-    res = analyze(results, floor, a.alpha, a.n_boot, a.seed)
-    out = Path(a.out)
+    res = analyze(results, floor, a.alpha, a.n_boot, a.seed, optimum=a.optimum)
+    out = Path(a.out) if a.out else Path(a.results).parent / "analysis"
     summary = analysis_summary(res)
     atomic_write_json(out / "analysis.json", summary)
     res["best"].to_csv(out / "best_lr.csv", index=False)
     present = results[[Path(str(d)).is_dir() for d in results["run_dir"]]] if "run_dir" in results else results.iloc[:0]
     curves = val_curves_table(present) if len(present) else None
-    paths = analysis_figures(results, res, out / "figures", (a.b_simple,) if a.b_simple else None, floor, curves)
+    paths = analysis_figures(results, res, out / "figures", (a.b_simple,) if a.b_simple else None, floor, curves, a.optimum)
     for w in res["warnings"]:
         print(f"warning: {w}")
     if res["refused"]:
@@ -898,7 +1119,8 @@ def analysis_cli(argv=None) -> int:
         return 2
     f = res["fit"]
     print(f"beta = {f['beta']:.3f} ± {f['se']:.3f} (SE), R² = {f['r2']:.3f}, n = {f['n']}; "
-          f"{res['interval_kind']} interval [{res['interval'][0]:.3f}, {res['interval'][1]:.3f}]")
+          f"{res['interval_kind']} [{res['interval'][0]:.3f}, {res['interval'][1]:.3f}]"
+          + (f"; bootstrap over seeds [{res['boot_interval'][0]:.3f}, {res['boot_interval'][1]:.3f}]" if res["boot_interval"] else ""))
     print(res["interpretation"])
     print(f"wrote {out / 'analysis.json'} and {len(paths)} figure(s)")
     return 0
