@@ -50,7 +50,7 @@ __all__ = ['MARKOV_DEFAULTS', 'SEQUENCE', 'NOISE_KINDS', 'K_RATIOS', 'DEEP_K_RAT
            'detect_bend', 'bootstrap_beta', 'results_at_fraction', 'beta_by_budget', 'interpret', 'analyze',
            'band_verdict', 'slope_difference', 'plot_optimal_lr', 'plot_loss_heatmap', 'plot_val_curves',
            'plot_loss_vs_lr', 'plot_optimal_lr_by_noise', 'plot_beta_verdicts', 'val_curves_table', 'per_seed_best',
-           'is_rectangular', 'analysis_figures', 'analysis_summary', 'analysis_cli']
+           'is_rectangular', 'analysis_figures', 'analysis_summary', 'seed_style', 'analysis_cli']
 
 # %% ../../nbs/14_studies.batch_scaling.ipynb
 def random_chain(vocab: int, concentration: float, seed: int) -> np.ndarray:
@@ -1085,6 +1085,14 @@ def analysis_summary(a: dict) -> dict:
                    boot_interval=list(a["boot_interval"]) if a["boot_interval"] else None)
     return out
 
+def seed_style(results: pd.DataFrame) -> pd.DataFrame:
+    """Accept the seed's results.csv (one seed, no `seed`/`diverged` columns): seed 0, diverged = non-finite loss."""
+    if "seed" not in results:
+        results = results.assign(seed=0)
+    if "diverged" not in results:
+        results = results.assign(diverged=~np.isfinite(results["final_val_loss"].astype(float)))
+    return results
+
 @guarded
 def analysis_cli(argv=None) -> int:
     """Run the scaling analysis on a results.csv; return the exit code."""
@@ -1098,7 +1106,7 @@ def analysis_cli(argv=None) -> int:
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    results = pd.read_csv(a.results)
+    results = seed_style(pd.read_csv(a.results))
     floor = a.floor if a.floor is not None else (float(results["floor"].dropna().iloc[0]) if "floor" in results and results["floor"].notna().any() else None)
     res = analyze(results, floor, a.alpha, a.n_boot, a.seed, optimum=a.optimum)
     out = Path(a.out) if a.out else Path(a.results).parent / "analysis"
