@@ -1,4 +1,5 @@
 """Batch-scaling study: the fit, its refusals and warnings, logging keys, divergence, warm-up, Hill, floor."""
+import json
 import math
 import shutil
 from importlib.resources import files
@@ -122,9 +123,11 @@ def test_cli_writes_analysis_and_exits_2_when_refusing(tmp_path):
     assert (tmp_path / "a" / "analysis.json").exists() and (tmp_path / "a" / "figures" / "optimal_lr.png").exists()
     synthetic(noise=0.0).assign(final_val_loss=3.0).to_csv(tmp_path / "flat.csv", index=False)
     assert analysis_cli(["--results", str(tmp_path / "flat.csv"), "--out", str(tmp_path / "b")]) == 2
-    # the seed's command line, `--results PATH` alone, writes beside the results file
-    assert analysis_cli(["--results", str(tmp_path / "ok.csv"), "--n-boot", "0"]) == 0
-    assert (tmp_path / "analysis" / "analysis.json").exists()
+    # the seed's command line, `--results PATH` alone, on a table in the seed's format, writes beside the file
+    seed_csv = synthetic(seeds=(0,)).drop(columns=["seed", "diverged"]).assign(converged=False)
+    seed_csv.to_csv(tmp_path / "results.csv", index=False)
+    assert analysis_cli(["--results", str(tmp_path / "results.csv")]) == 0
+    assert json.loads((tmp_path / "analysis" / "analysis.json").read_text())["beta"] == pytest.approx(0.6, abs=0.05)
 
 
 def test_diverged_cells_are_excluded_from_the_fit():

@@ -50,7 +50,7 @@ __all__ = ['MARKOV_DEFAULTS', 'SEQUENCE', 'NOISE_KINDS', 'K_RATIOS', 'DEEP_K_RAT
            'detect_bend', 'bootstrap_beta', 'results_at_fraction', 'beta_by_budget', 'interpret', 'analyze',
            'band_verdict', 'slope_difference', 'plot_optimal_lr', 'plot_loss_heatmap', 'plot_val_curves',
            'plot_loss_vs_lr', 'plot_optimal_lr_by_noise', 'plot_beta_verdicts', 'val_curves_table', 'per_seed_best',
-           'is_rectangular', 'analysis_figures', 'analysis_summary', 'analysis_cli']
+           'is_rectangular', 'analysis_figures', 'analysis_summary', 'seed_style', 'analysis_cli']
 
 # %% ../../nbs/14_studies.batch_scaling.ipynb
 def random_chain(vocab: int, concentration: float, seed: int) -> np.ndarray:
@@ -1085,6 +1085,14 @@ def analysis_summary(a: dict) -> dict:
                    boot_interval=list(a["boot_interval"]) if a["boot_interval"] else None)
     return out
 
+def seed_style(results: pd.DataFrame) -> pd.DataFrame:
+    """Accept the seed's results.csv (one seed, no `seed`/`diverged` columns): seed 0, diverged = non-finite loss."""
+    if "seed" not in results:
+        results = results.assign(seed=0)
+    if "diverged" not in results:
+        results = results.assign(diverged=~np.isfinite(results["final_val_loss"].astype(float)))
+    return results
+
 @guarded
 def analysis_cli(argv=None) -> int:
     """Run the scaling analysis on a results.csv; return the exit code."""
@@ -1099,7 +1107,7 @@ def analysis_cli(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     try:
-        results = pd.read_csv(a.results)
+        results = seed_style(pd.read_csv(a.results))
         require_columns(results, ["batch_size", "lr", "seed", "final_val_loss", "diverged"], a.results)
     except (OSError, ValueError) as e:
         raise UserError(f"--results: {e}") from None
