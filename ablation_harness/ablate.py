@@ -8,15 +8,17 @@ from __future__ import annotations
 import json
 import sys
 
+import yaml
 from pydantic import ValidationError
 
 from .core import CommandParser, exit_with, guarded
-from .config import (ConfigError, RunConfig, SweepPreset, check_params, format_error, load_config,
+from .config import (ConfigError, RunConfig, SweepPreset, check_params, format_error,
+                                     set_dotted, validate,
                                      read_yaml)
 from .registry import EXECUTORS
 
 # %% auto 0
-__all__ = ['console', 'parser', 'load_preset', 'check_trials', 'main']
+__all__ = ['console', 'parser', 'with_sets', 'load_preset', 'check_trials', 'main']
 
 # %% ../nbs/22_ablate.ipynb
 def parser() -> CommandParser:
@@ -25,6 +27,8 @@ def parser() -> CommandParser:
     p.add_argument("--config", required=True, help="preset YAML (study/v1, sweep/v1, or a run/v1 config)")
     p.add_argument("--out_dir", required=True, help="sweep folder: results.jsonl, summary.csv, one run dir per trial")
     p.add_argument("--seed", type=int, help="run only this seed (replaces the preset's seeds)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a dotted key of the preset file, e.g. baseline.train.epochs=1 (repeatable; VALUE is YAML)")
     p.add_argument("--executor", default="serial", choices=EXECUTORS.names())
     p.add_argument("--workers", type=int, default=2, help="parallel trials (process pool / Ray)")
     p.add_argument("--address", help="Ray cluster address (default: start a local instance)")
@@ -32,11 +36,24 @@ def parser() -> CommandParser:
     p.add_argument("--retry-failed", action="store_true", help="re-run FAILED trials too")
     return p
 
-def load_preset(path: str, seed: int | None):
-    """A study/sweep preset from YAML; a run config becomes a one-cell sweep."""
-    preset = load_config(path)
+def with_sets(path: str, sets: list[str]) -> dict:
+    """The preset file's mapping with each `KEY=VALUE` (dotted key, YAML value) applied."""
+    raw = read_yaml(path)
+    for item in sets:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"config error in --set {item!r}: expected KEY=VALUE")
+        try:
+            raw = set_dotted(raw, key.strip(), yaml.safe_load(value))
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config error in --set {key}: invalid YAML value: {str(e).splitlines()[0]}") from None
+    return raw
+
+def load_preset(path: str, seed: int | None, sets: list[str] = ()):
+    """A study/sweep preset from YAML (with `--set` overrides); a run config becomes a one-cell sweep."""
+    raw = with_sets(path, list(sets))
+    preset = validate(raw, f"{path} (with --set)" if sets else path)
     if isinstance(preset, RunConfig):
-        raw = read_yaml(path)
         raw.pop("schema", None)
         preset = SweepPreset(study_name=preset.study, base=raw, seeds=[preset.seed])
     if seed is not None:
@@ -66,7 +83,7 @@ def main(argv=None):
     """Validate the preset, then run (or list) its trials."""
     a = parser().parse_args(argv)
     check_params(executor=a.executor, workers=a.workers)
-    preset = load_preset(a.config, a.seed)
+    preset = load_preset(a.config, a.seed, a.set)
     import pandas as pd                              # the heavy part starts here, after the input is known good
     from ablation_harness.sweep import load_records, make_trials, run_sweep, trial_table
     trials = make_trials(preset, a.out_dir, a.config)

@@ -48,6 +48,10 @@ class Registry(Mapping):
         self._entries[name] = obj
         return obj
 
+    def unregister(self, name: str) -> None:
+        """Forget `name` (for temporary registrations, e.g. in tests)."""
+        self._entries.pop(name, None)
+
     def __getitem__(self, name: str):
         entry = self._entries[name]
         if isinstance(entry, Ref):
