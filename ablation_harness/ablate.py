@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from .core import CommandParser, exit_with, guarded
 from .config import (ConfigError, RunConfig, SweepPreset, check_params, format_error, load_config,
-                                     read_yaml)
+                                     located, read_yaml)
 from .registry import EXECUTORS
 
 # %% auto 0
@@ -59,7 +59,7 @@ def check_trials(trials, source: str) -> None:
         try:
             check_run(cfg)
         except ConfigError as e:
-            raise ConfigError(f"config error in {source}: {str(e).removeprefix('config error: ')}") from None
+            raise located(e, f"{source} (trial {t.run_id})") from None
 
 @guarded
 def main(argv=None):

@@ -48,6 +48,10 @@ class Registry(Mapping):
         self._entries[name] = obj
         return obj
 
+    def unregister(self, name: str) -> None:
+        """Remove `name` (for temporary entries, e.g. in tests)."""
+        del self._entries[name]
+
     def __getitem__(self, name: str):
         entry = self._entries[name]
         if isinstance(entry, Ref):

@@ -175,7 +175,7 @@ def test_registered_source_and_unknown_name():
         assert (len(b.train), len(b.val), b.num_classes) == (16, 4, 2)
         assert sorted(torch.cat([b.train.x, b.val.x])[:, 0, 0].tolist()) == list(np.arange(0, 40, 2.0))
     finally:
-        SOURCES.pop("toy_test")
+        SOURCES.unregister("toy_test")
     with pytest.raises(ValueError, match="unknown data set"):
         load_data(cfg(name="no_such_set"))
 
