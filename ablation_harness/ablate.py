@@ -12,9 +12,8 @@ import yaml
 from pydantic import ValidationError
 
 from .core import CommandParser, exit_with, guarded
-from .config import (ConfigError, RunConfig, SweepPreset, check_params, format_error,
-                                     set_dotted, validate,
-                                     read_yaml)
+from .config import (ConfigError, RunConfig, SweepPreset, check_params, format_error, located,
+                                     read_yaml, set_dotted, validate)
 from .registry import EXECUTORS
 
 # %% auto 0
@@ -76,7 +75,7 @@ def check_trials(trials, source: str) -> None:
         try:
             check_run(cfg)
         except ConfigError as e:
-            raise ConfigError(f"config error in {source}: {str(e).removeprefix('config error: ')}") from None
+            raise located(e, f"{source} (trial {t.run_id})") from None
 
 @guarded
 def main(argv=None):

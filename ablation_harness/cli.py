@@ -9,7 +9,7 @@ import sys
 
 from pydantic import ValidationError
 
-from .config import PROFILES, ConfigError, RunConfig, format_error, load_config
+from .config import PROFILES, ConfigError, RunConfig, format_error, load_config, located
 from .core import CommandParser, atomic_write_text, exit_with, finite_float, guarded
 from .registry import EXECUTORS
 
@@ -35,7 +35,10 @@ def train_cli(argv=None):
         except ValidationError as e:
             raise ConfigError(format_error(e, "--seed")) from None
     from ablation_harness.train import run
-    res = run(cfg, root=a.out_dir)
+    try:
+        res = run(cfg, root=a.out_dir)
+    except ConfigError as e:
+        raise located(e, a.config) from None
     print(res.run_dir.path)
     return 0 if res.status == "complete" else 1
 

@@ -27,7 +27,7 @@ __all__ = ['Name', 'DatasetName', 'ModelName', 'TaskName', 'CallbackName', 'SCHE
            'ConfigError', 'Strict', 'DataConfig', 'ModelConfig', 'OptimConfig', 'SchedulerConfig', 'TrainConfig',
            'CheckpointConfig', 'CallbackSpec', 'SinkConfig', 'switchable_sinks', 'RunConfig', 'Variant', 'PresetBase',
            'StudyPreset', 'SweepPreset', 'format_error', 'nonfinite_path', 'validate', 'read_yaml', 'load_config',
-           'check_path', 'check_preset', 'check_params', 'set_dotted', 'apply_overrides', 'config_hash',
+           'located', 'check_path', 'check_preset', 'check_params', 'set_dotted', 'apply_overrides', 'config_hash',
            'trial_configs']
 
 # %% ../nbs/01_config.ipynb
@@ -245,9 +245,10 @@ def _unique_mapping(loader, node, deep=False):
     seen = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=True)
-        if isinstance(key, Hashable) and key in seen:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key) if isinstance(key, Hashable) else None
+        if isinstance(key, Hashable):
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
     return loader.construct_mapping(node, deep)
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
@@ -282,6 +283,11 @@ def read_yaml(path) -> dict:
 def load_config(path):
     """Load and validate a run, study or sweep YAML file."""
     return validate(read_yaml(path), str(path))
+
+def located(err: ConfigError, source: str) -> ConfigError:
+    """The same error naming `source`, for errors raised where the file was not known."""
+    msg = str(err)
+    return ConfigError(msg.replace("config error:", f"config error in {source}:", 1) if msg.startswith("config error:") else msg)
 
 # %% ../nbs/01_config.ipynb
 PROFILES = ("smoke", "report", "full")

@@ -49,8 +49,8 @@ class Registry(Mapping):
         return obj
 
     def unregister(self, name: str) -> None:
-        """Forget `name` (for temporary registrations, e.g. in tests)."""
-        self._entries.pop(name, None)
+        """Remove `name` (for temporary entries, e.g. in tests)."""
+        del self._entries[name]
 
     def __getitem__(self, name: str):
         entry = self._entries[name]

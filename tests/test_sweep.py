@@ -131,7 +131,8 @@ def test_torn_results_line_is_skipped_and_never_merged(tmp_path, monkeypatch, ca
     last_start = text.rstrip(b"\n").rfind(b"\n") + 1
     results.write_bytes(text[:last_start + (len(text) - last_start) // 2])    # a crash mid-append
     torn_hash = json.loads(text[last_start:])["config_hash"]
-    kept = {r["config_hash"]: Path(r["run_dir"]) / "summary.json" for r in read_jsonl(results)}
+    with pytest.warns(UserWarning, match="torn line 3"):
+        kept = {r["config_hash"]: Path(r["run_dir"]) / "summary.json" for r in read_jsonl(results)}
     mtimes = {h: p.stat().st_mtime_ns for h, p in kept.items()}
     for _ in range(2):
         with pytest.warns(UserWarning, match="torn line 3"):

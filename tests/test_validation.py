@@ -48,6 +48,7 @@ CASES = [
     ("key-variant-override", ablate(STUDY + "variants: [{name: a, overrides: {model.nme: 3}}]\n"), ["p.yaml", "variants.0.overrides.model.nme"]),
     ("key-grid", ablate(SWEEP + "grid: {optim.lrr: [0.1, 0.2]}\n"), ["p.yaml", "grid.optim.lrr"]),
     ("key-override-through-leaf", ablate(STUDY + "variants: [{name: a, overrides: {optim.lr.x: 1}}]\n"), ["p.yaml", "optim.lr.x"]),
+    ("key-data-option", train(RUN.replace("n_val: 32}", "n_val: 32, options: {tst_fraction: 0.1}}")), ["p.yaml", "tst_fraction"]),
     ("key-callback-argument", ablate(STUDY + "  callbacks: [{name: spectral, topkk: 3}]\n"), ["p.yaml", "callbacks.0", "topkk"]),
     # wrong types
     ("type-epochs", train(RUN.replace("epochs: 1", "epochs: two")), ["p.yaml", "train.epochs"]),
