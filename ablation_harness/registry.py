@@ -120,7 +120,12 @@ CALLBACKS = Registry("callback", {
     "chain_metrics": "ablation_harness.studies.greedy_chain:ChainMetrics",
     "batch_scaling_log": "ablation_harness.studies.batch_scaling:BatchScalingLogger",
     "gradient_noise": "ablation_harness.studies.batch_scaling:GradientNoise",
-    "noise_probe": "ablation_harness.studies.batch_scaling:NoiseProbe"})
+    "noise_probe": "ablation_harness.studies.batch_scaling:NoiseProbe",
+    "grad_histograms": "ablation_harness.metrics.callbacks:GradHistogramsCallback",
+    "augmentation_probe": "ablation_harness.studies.feature_signal:AugmentationProbe",
+    "dead_units": "ablation_harness.studies.optimization_insight:DeadUnits",
+    "plateau_stop": "ablation_harness.studies.optimization_insight:PlateauStop",
+    "factorial_early_stop": "ablation_harness.studies.factorial:EarlyStop"})
 
 SINKS = Registry("sink", {
     "jsonl": "ablation_harness.sinks:JsonlSink", "tensorboard": "ablation_harness.sinks:TensorBoardSink",

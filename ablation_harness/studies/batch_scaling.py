@@ -1107,8 +1107,9 @@ def analysis_cli(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     try:
-        results = seed_style(pd.read_csv(a.results))
-        require_columns(results, ["batch_size", "lr", "seed", "final_val_loss", "diverged"], a.results)
+        results = pd.read_csv(a.results)
+        require_columns(results, ["batch_size", "lr", "final_val_loss"], a.results)
+        results = seed_style(results)
     except (OSError, ValueError) as e:
         raise UserError(f"--results: {e}") from None
     floor = a.floor if a.floor is not None else (float(results["floor"].dropna().iloc[0]) if "floor" in results and results["floor"].notna().any() else None)
