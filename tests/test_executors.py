@@ -96,8 +96,15 @@ def local_ray(monkeypatch):
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     # the local workers inherit the environment: let them import this folder's helper modules
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-             object_store_memory=2**28)
+    for attempt in range(3):  # on a loaded machine the raylet can give up on its agents after 15 s (ray issue 65983)
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+                     object_store_memory=2**28)
+            break
+        except Exception:
+            ray.shutdown()
+            if attempt == 2:
+                raise
     yield ray
     shutdown_executors()
     ray.shutdown()
