@@ -160,3 +160,12 @@ def test_report_gives_studies_one_worker_per_core(tmp_path):
     assert study_params(pooled, "report", "o", executor="serial") == {**base, "profile": "report", "executor": "serial"}
     assert study_params(pooled, "smoke", "o") == {**base, "profile": "smoke"}  # smoke: the study's own defaults
     assert study_params(single, "report", "o") == {**base, "profile": "report"}
+
+
+def test_a_finished_sweep_starts_no_workers(tmp_path):
+    import ablation_harness.sweep as sweep
+    ts = trials(tmp_path, lrs=(0.01,))
+    run_sweep(ts, tmp_path, progress=False)  # serial
+    run_sweep(ts, tmp_path, executor="process", workers=2, progress=False)
+    run_sweep(ts, tmp_path, executor="ray", workers=2, progress=False)
+    assert sweep._POOL is None and sweep._RAY is None and len(load_records(tmp_path)) == 1
