@@ -292,6 +292,8 @@ def _module_of(fn) -> list[str]:
 def run_process_pool(trials, trial_fn: Callable = run_trial, workers: int = 2, **_):
     """Run trials on the warm process pool; a trial whose worker died or raised is FAILED."""
     trials = list(trials)
+    if not trials:  # nothing left to run: do not start workers
+        return
     pool = process_pool(workers, preload=_module_of(trial_fn))
     for i, ok, value in pool.imap_unordered(trial_fn, trials):
         yield value if ok else failed_record(trials[i], value)
@@ -399,6 +401,8 @@ def ray_imap_unordered(fn, items, workers: int = 2, address: str | None = None):
 def run_ray(trials, trial_fn: Callable = run_trial, workers: int = 2, address: str | None = None, **_):
     """Run trials on warm Ray actors, locally or on the cluster at `address`; a dead actor's trial is FAILED."""
     trials = list(trials)
+    if not trials:  # nothing left to run: do not start Ray
+        return
     for i, ok, value in ray_imap_unordered(trial_fn, trials, workers, address):
         yield value if ok else failed_record(trials[i], value)
 
@@ -423,7 +427,7 @@ EXECUTORS = {"serial": run_serial, "process": run_process_pool, "ray": run_ray}
 def map_jobs(fn: Callable, items, executor: str = "serial", workers: int = 2, address: str | None = None) -> list:
     """`[fn(x) for x in items]` on the executor's warm workers, in order; a failed job raises with its traceback."""
     items = list(items)
-    if executor == "serial":
+    if executor == "serial" or not items:
         with data_cache():
             return [fn(x) for x in items]
     if executor == "process":

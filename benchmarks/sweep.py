@@ -92,6 +92,14 @@ def header() -> str:
             f"  {'':<26} {'':>7} {'':>7} {'':>9} {'/trial':>9} {'ms/trial':>8}")
 
 
+def dispatch_ms(imap, n: int = 500) -> float:
+    """Wall time per job of `n` trivial jobs (`abs`) through an executor's imap: its own overhead, in ms."""
+    list(imap(abs, range(10)))
+    t0 = time.perf_counter()
+    list(imap(abs, range(n)))
+    return 1000 * (time.perf_counter() - t0) / n
+
+
 def bench_pool(n: int, workers: int = 2) -> None:
     """Serial vs the warm process pool on each workload."""
     cold = None
@@ -112,6 +120,7 @@ def bench_pool(n: int, workers: int = 2) -> None:
         print(row(f"serial ({torch.get_num_threads()} torch threads)", s))
         print(row(f"process pool ({workers} x {process_pool(workers).threads} thr)", q, s, target))
     print(f"\nprocess pool start-up (fork server, {workers} workers, first 2 trials): {cold:.2f} s, once per process")
+    print(f"process pool dispatch: {dispatch_ms(process_pool(workers).imap_unordered):.3f} ms per trivial job")
     shutdown_executors()
 
 
@@ -122,7 +131,7 @@ def bench_ray(n: int, workers: int = 2) -> None:
     except ImportError:
         print("\nray: not installed, skipped")
         return
-    from ablation_harness.sweep import ray_actors
+    from ablation_harness.sweep import ray_actors, ray_imap_unordered
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     data, epochs = WORKLOADS["~0.2 s"]
     p = preset(data, epochs, n)
@@ -141,6 +150,8 @@ def bench_ray(n: int, workers: int = 2) -> None:
         print(row("serial (same process)", s))
         print(row("ray, first sweep (cold)", first, s, "(actors start and import)", cpu=False))
         print(row("ray, warm actors", warm, s, "overhead <= 50 ms"))
+        imap = functools.partial(ray_imap_unordered, workers=workers)
+        print(f"Ray dispatch on the warm actors: {dispatch_ms(imap):.3f} ms per trivial job")
     finally:
         shutdown_executors()
         ray.shutdown()

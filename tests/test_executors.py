@@ -96,8 +96,15 @@ def local_ray(monkeypatch):
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     # the local workers inherit the environment: let them import this folder's helper modules
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-             object_store_memory=2**28)
+    for attempt in range(3):  # on a loaded machine the raylet can give up on its agents after 15 s (ray issue 65983)
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+                     object_store_memory=2**28)
+            break
+        except Exception:
+            ray.shutdown()
+            if attempt == 2:
+                raise
     yield ray
     shutdown_executors()
     ray.shutdown()
@@ -153,3 +160,12 @@ def test_report_gives_studies_one_worker_per_core(tmp_path):
     assert study_params(pooled, "report", "o", executor="serial") == {**base, "profile": "report", "executor": "serial"}
     assert study_params(pooled, "smoke", "o") == {**base, "profile": "smoke"}  # smoke: the study's own defaults
     assert study_params(single, "report", "o") == {**base, "profile": "report"}
+
+
+def test_a_finished_sweep_starts_no_workers(tmp_path):
+    import ablation_harness.sweep as sweep
+    ts = trials(tmp_path, lrs=(0.01,))
+    run_sweep(ts, tmp_path, progress=False)  # serial
+    run_sweep(ts, tmp_path, executor="process", workers=2, progress=False)
+    run_sweep(ts, tmp_path, executor="ray", workers=2, progress=False)
+    assert sweep._POOL is None and sweep._RAY is None and len(load_records(tmp_path)) == 1
