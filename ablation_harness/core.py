@@ -83,6 +83,9 @@ def finite_float(text: str) -> float:
     return value
 
 # %% ../nbs/00_core.ipynb
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)                                   # read once, at import
+
 def atomic_write_bytes(path, data: bytes) -> Path:
     """Write bytes to `path` atomically (temporary file in the same folder, then `os.replace`)."""
     path = Path(path)
@@ -90,6 +93,7 @@ def atomic_write_bytes(path, data: bytes) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)   # mkstemp makes 0600; a published file is readable as usual
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

@@ -62,3 +62,15 @@ def test_seed_everything_repeats_draws():
     a = torch.randn(4)
     seed_everything(5)
     assert torch.equal(a, torch.randn(4))
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path):
+    """mkstemp creates 0600 files; an atomically written file gets 0666 minus the umask, like open() would."""
+    import stat
+    from ablation_harness.core import atomic_write_text
+    umask = os.umask(0o022)
+    os.umask(umask)
+    p = atomic_write_text(tmp_path / "a.txt", "x")
+    with open(tmp_path / "b.txt", "w") as f:
+        f.write("x")
+    assert stat.S_IMODE(p.stat().st_mode) == stat.S_IMODE((tmp_path / "b.txt").stat().st_mode) == 0o666 & ~umask
