@@ -211,8 +211,9 @@ def test_assemble_drops_stale_build_only_when_the_toc_changes(sample, tmp_path):
     assert stale.exists()
 
 
-def test_progress_line_forwards_the_study_bar(sample, tmp_path, capfd):
+def test_progress_line_forwards_the_study_bar(sample, tmp_path, capfd, monkeypatch):
     """On a terminal a study draws one line with its own bar (the sweep's trials) as postfix; no kernel warning."""
+    monkeypatch.delenv("CI", raising=False)            # bars are off in CI; this test is about a terminal
     with report.study_progress("[1/1] fine", sample["exp_dir"] / "fine.ipynb", enabled=True):
         r = report.run_study("fine", "smoke", tmp_path, **sample["where"])
     err = capfd.readouterr().err
