@@ -85,7 +85,8 @@ def ablate(*args, cwd, **kw):
 
 
 def test_killed_sweep_resumes_without_redoing(tmp_path):
-    preset = {"schema": "sweep/v1", "study_name": "k", "base": BASE, "grid": {"optim.lr": [0.01, 0.02, 0.03, 0.04]}, "seeds": [0]}
+    slow = {**BASE, "train": {**BASE["train"], "epochs": 30}}  # trials long enough (~0.3 s) for the kill to land mid-sweep
+    preset = {"schema": "sweep/v1", "study_name": "k", "base": slow, "grid": {"optim.lr": [0.01, 0.02, 0.03, 0.04]}, "seeds": [0]}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(preset))
     proc = ablate("--config", "p.yaml", "--out_dir", "out", cwd=tmp_path, start_new_session=True)
     results = tmp_path / "out" / "results.jsonl"
