@@ -9,6 +9,7 @@ import atexit
 import contextlib
 import ctypes
 import importlib
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -165,7 +166,7 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 def _worker_main(conn, threads: int) -> None:
-    """Worker process: run `(fn, arg)` jobs from `conn` until None, answering `(ok, result or traceback)`."""
+    """Worker process: run `(job id, fn, arg)` jobs from `conn` until None, answering `(job id, ok, result or traceback)`."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops busy workers itself
     set_threads(threads)
@@ -177,15 +178,15 @@ def _worker_main(conn, threads: int) -> None:
                 return
             if job is None:
                 return
-            fn, arg = job
+            jid, fn, arg = job
             try:
-                out = (True, fn(arg))
+                out = (jid, True, fn(arg))
             except Exception:
-                out = (False, traceback.format_exc())
+                out = (jid, False, traceback.format_exc())
             try:
                 conn.send(out)
             except Exception:  # e.g. a result that does not pickle
-                conn.send((False, traceback.format_exc()))
+                conn.send((jid, False, traceback.format_exc()))
 
 # %% ../nbs/07_sweep.ipynb
 class WorkerPool:
@@ -195,6 +196,7 @@ class WorkerPool:
         self.ctx = mp.get_context("forkserver")
         self.ctx.set_forkserver_preload(list(dict.fromkeys([*PRELOAD, *preload])))  # used when the server starts
         self.procs: list = []  # [(process, parent end of its pipe)]
+        self.jobs = itertools.count()  # job ids: a result is matched to the job it answers
 
     def _start(self) -> tuple:
         """Start one worker; return (process, connection)."""
@@ -228,19 +230,21 @@ class WorkerPool:
             while todo or busy:
                 while todo and idle:
                     p, c = idle.pop()
+                    jid = next(self.jobs)
                     try:
-                        c.send((fn, todo[-1][1]))
+                        c.send((jid, fn, todo[-1][1]))
                     except OSError:  # died while idle: replace it, keep the item
                         self._retire(p, c)
                         idle.append(self.ensure()[-1])
                         continue
-                    busy[c] = (p, todo.pop()[0])
-                wait(list(busy) + [p.sentinel for p, _ in busy.values()])
-                for c, (p, i) in list(busy.items()):
+                    busy[c] = (p, todo.pop()[0], jid)
+                wait(list(busy) + [p.sentinel for p, _, _ in busy.values()])
+                for c, (p, i, jid) in list(busy.items()):
                     ok, dead = None, False
                     try:
                         if c.poll():
-                            ok, value = c.recv()
+                            answered, ok, value = c.recv()
+                            ok = ok if answered == jid else None  # a late answer to an abandoned call: skip it
                     except (EOFError, OSError):
                         dead = True
                     if ok is not None:
@@ -254,7 +258,7 @@ class WorkerPool:
                             idle.append(self.ensure()[-1])
                         yield i, False, f"worker process died (exit code {code}) during this trial\n"
         finally:
-            for c, (p, _) in busy.items():  # stopped early: results still in flight must not reach a later call
+            for c, (p, _, _) in busy.items():  # stopped early: stop the work nobody will collect
                 p.kill()
                 self._retire(p, c)
 
@@ -435,10 +439,11 @@ def map_jobs(fn: Callable, items, executor: str = "serial", workers: int = 2, ad
     else:
         done = ray_imap_unordered(fn, items, workers, address)
     results = {}
-    for i, ok, value in done:
-        if not ok:
-            raise RuntimeError(f"job {i} of {len(items)} failed on the {executor} executor:\n{value}")
-        results[i] = value
+    with contextlib.closing(done):  # on a failure, stop the jobs still running
+        for i, ok, value in done:
+            if not ok:
+                raise RuntimeError(f"job {i} of {len(items)} failed on the {executor} executor:\n{value}")
+            results[i] = value
     return [results[i] for i in range(len(items))]
 
 # %% ../nbs/07_sweep.ipynb

@@ -88,6 +88,9 @@ def test_raising_job_and_early_stop_leave_no_stale_results():
     next(it)
     it.close()  # stop early: the busy worker is killed, its result never arrives
     assert sorted(pool.imap_unordered(square, range(4))) == [(i, True, i * i) for i in range(4)]
+    left = pool.imap_unordered(square, range(30, 40))
+    next(left)  # abandoned without closing: the late answer of its other job is told apart by its job id
+    assert sorted(pool.imap_unordered(square, range(4))) == [(i, True, i * i) for i in range(4)]
 
 
 @pytest.fixture
