@@ -105,7 +105,7 @@ MODELS = Registry("model", {
     "tiny_transformer": "ablation_harness.studies.batch_scaling:_tiny_transformer"})
 
 TASKS = Registry("task", {
-    "classification": "ablation_harness.train:CLASSIFICATION",
+    "classification": "ablation_harness.tasks:CLASSIFICATION",
     "next_token": "ablation_harness.studies.batch_scaling:SEQUENCE",
     "policy_value": "ablation_harness.studies.factorial:CONNECT4_TASK"})
 

@@ -20,7 +20,7 @@ import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import pandas as pd
 import torch
@@ -93,21 +93,26 @@ def spectral_summary(run_dir: Path) -> dict:
     stats = json.loads(f.read_text())["layers"]
     return {layer: {k: s[k] for k in ("spectral_norm", "stable_rank", "rank") if k in s} for layer, s in stats.items()}
 
-def run_trial(trial: Trial) -> dict:
-    """Train one trial with `train.run`; return its results record."""
-    t0 = time.perf_counter()
+def run_trial(trial: Trial, callbacks: Sequence[Callable] = (), fields: Callable | None = None) -> dict:
+    """Train one trial with `train.run`; return its results record.
+
+    The one trial function of every sweep: a study passes only what differs, `callbacks` (factories called once
+    per trial, e.g. callback classes) and `fields(result, cfg) -> dict`, its own record fields (it may set `state`).
+    The task comes from the config (`task:`, else the data set's)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     cfg = RunConfig.model_validate(trial.config)
     try:
-        res = run(cfg, root=trial.root, exist_ok=True)
+        res = run(cfg, extra_callbacks=[make() for make in callbacks], root=trial.root, exist_ok=True)
+        extra = fields(res, cfg) if fields else {}
     except Exception:
         return failed_record(trial, traceback.format_exc(), time.perf_counter() - t0)
     s = res.summary
     rec = {**base_record(trial), "dataset": cfg.data.name, "model": cfg.model.name, "params": s.get("params"),
            **{k: v for k, v in s.items() if k.startswith(("final/", "best/"))},
            "checkpoint": str(res.run_dir.path / "ckpt" / "best.pt"), "spectral": spectral_summary(res.run_dir.path),
-           "steps": s.get("steps"), "wall_time_s": round(time.perf_counter() - t0, 3),
-           "state": DIVERGED if res.status == "diverged" else COMPLETE}
-    return rec
+           "steps": s.get("steps"), "epochs_done": s.get("epochs_done"),
+           "state": DIVERGED if res.status == "diverged" else COMPLETE, **extra}
+    return {**rec, "wall_time_s": round(time.perf_counter() - t0, 3), "cpu_time_s": round(time.process_time() - c0, 3)}
 
 # %% ../nbs/07_sweep.ipynb
 def load_records(out_dir) -> list[dict]:

@@ -29,12 +29,13 @@ from .core import RunDir, UserError, atomic_write_bytes, atomic_write_text, env_
 from .data import iterate_batches, load_data
 from .models import build_model, count_params
 from .sinks import MultiSink, make_sinks
+from .tasks import CLASSIFICATION, Task
 
 # %% auto 0
-__all__ = ['EVENTS', 'CLASSIFICATION', 'Callback', 'Schedule', 'register_callback', 'build_callbacks', 'warmup_steps',
-           'lr_factor', 'make_optimizer', 'make_scheduler', 'Task', 'evaluate', 'CheckpointError', 'save_checkpoint',
-           'load_checkpoint', 'Checkpoint', 'quiet', 'Trainer', 'RunResult', 'default_run_id', 'best_index',
-           'summarize', 'check_run', 'run']
+__all__ = ['EVENTS', 'Callback', 'Schedule', 'register_callback', 'build_callbacks', 'warmup_steps', 'lr_factor',
+           'make_optimizer', 'make_scheduler', 'evaluate', 'CheckpointError', 'save_checkpoint', 'load_checkpoint',
+           'Checkpoint', 'quiet', 'Trainer', 'RunResult', 'default_run_id', 'best_index', 'summarize', 'check_run',
+           'run']
 
 # %% ../nbs/04_train.ipynb
 EVENTS = ("fit_start", "epoch_start", "batch_start", "after_backward", "after_step", "validation_end", "epoch_end", "fit_end")
@@ -131,19 +132,6 @@ def make_scheduler(opt, cfg, total: int) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda t: lr_factor(t, total, cfg))
 
 # %% ../nbs/04_train.ipynb
-@dataclass
-class Task:
-    """Loss, metrics and batch weight of a learning problem."""
-    loss: Callable
-    metrics: Callable
-    weight: Callable = len
-
-def _accuracy(out, y):
-    """Top-1 accuracy of logits."""
-    return {"acc": (out.argmax(-1) == y).float().mean()}
-
-CLASSIFICATION = Task(loss=nn.functional.cross_entropy, metrics=_accuracy)
-
 @torch.no_grad()
 def evaluate(model, ds, task: Task, batch_size: int = 1024) -> dict[str, float]:
     """Weighted mean loss and metrics of a model over a dataset, in eval mode."""
