@@ -124,7 +124,7 @@ CALLBACKS = Registry("callback", {
     "grad_histograms": "ablation_harness.metrics.callbacks:GradHistogramsCallback",
     "augmentation_probe": "ablation_harness.studies.feature_signal:AugmentationProbe",
     "dead_units": "ablation_harness.studies.optimization_insight:DeadUnits",
-    "plateau_stop": "ablation_harness.studies.optimization_insight:PlateauStop",
+    "plateau_stop": "ablation_harness.train:PlateauStop", "early_stop": "ablation_harness.train:EarlyStop",
     "factorial_early_stop": "ablation_harness.studies.factorial:EarlyStop"})
 
 SINKS = Registry("sink", {

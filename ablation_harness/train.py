@@ -29,13 +29,14 @@ from .core import RunDir, UserError, atomic_write_bytes, atomic_write_text, env_
 from .data import iterate_batches, load_data
 from .models import build_model, count_params
 from .sinks import MultiSink, make_sinks
+from .stats import plateaued
 from .tasks import CLASSIFICATION, Task
 
 # %% auto 0
 __all__ = ['EVENTS', 'Callback', 'Schedule', 'register_callback', 'build_callbacks', 'warmup_steps', 'lr_factor',
            'make_optimizer', 'make_scheduler', 'evaluate', 'CheckpointError', 'save_checkpoint', 'load_checkpoint',
-           'Checkpoint', 'quiet', 'Trainer', 'RunResult', 'default_run_id', 'best_index', 'summarize', 'check_run',
-           'run']
+           'Checkpoint', 'PlateauStop', 'EarlyStop', 'quiet', 'Trainer', 'RunResult', 'default_run_id', 'best_index',
+           'summarize', 'check_run', 'run']
 
 # %% ../nbs/04_train.ipynb
 EVENTS = ("fit_start", "epoch_start", "batch_start", "after_backward", "after_step", "validation_end", "epoch_end", "fit_end")
@@ -198,6 +199,53 @@ class Checkpoint(Callback):
             self._save(trainer, "best.pt")
         if self.last:
             self._save(trainer, "last.pt")
+
+# %% ../nbs/04_train.ipynb
+class PlateauStop(Callback):
+    """Check `stats.plateaued` on a validation series after every epoch; record it, and stop there when `stop`."""
+    def __init__(self, window: int = 3, rel_tol: float = 0.01, monitor: str = "val/loss", mode: str = "min",
+                 stop: bool = True):
+        if window < 1 or rel_tol < 0 or mode not in ("min", "max"):
+            raise ValueError(f"plateau_stop: window must be >= 1, rel_tol >= 0 and mode min|max, got {window}, {rel_tol}, {mode!r}")
+        self.window, self.rel_tol, self.monitor, self.mode, self.stop = window, rel_tol, monitor, mode, stop
+        self.plateau_epoch, self.converged = None, False
+
+    def criterion(self) -> str:
+        """The convergence criterion in one line."""
+        return f"stats.plateaued({self.monitor}, window={self.window}, rel_tol={self.rel_tol}, mode={self.mode!r})"
+
+    def on_epoch_end(self, trainer):
+        series = [h[self.monitor] for h in trainer.history if self.monitor in h]
+        self.converged = plateaued(series, self.window, self.rel_tol, self.mode)
+        if self.converged and self.plateau_epoch is None:
+            self.plateau_epoch = len(trainer.history)
+            trainer.stop_training = trainer.stop_training or self.stop
+
+    def on_fit_end(self, trainer):
+        if trainer.run_dir is not None:
+            trainer.run_dir.update_summary(converged=self.converged, plateau_epoch=self.plateau_epoch,
+                                           convergence_criterion=self.criterion())
+
+class EarlyStop(Callback):
+    """Stop training when `monitor` (a history key) has not improved for `patience` validations."""
+    def __init__(self, patience: int = 3, monitor: str = "val/loss", mode: str = "min"):
+        if patience < 1 or mode not in ("min", "max"):
+            raise ValueError(f"early_stop: patience must be >= 1 and mode min|max, got {patience}, {mode!r}")
+        self.patience, self.monitor, self.sign = patience, monitor, 1.0 if mode == "min" else -1.0
+        self.best, self.waited = math.inf, 0
+
+    def on_fit_start(self, trainer):
+        self.best, self.waited = math.inf, 0
+
+    def on_epoch_end(self, trainer):
+        value = trainer.history[-1].get(self.monitor) if trainer.history else None
+        if value is None:
+            return
+        if self.sign * value < self.best:
+            self.best, self.waited = self.sign * value, 0
+        else:
+            self.waited += 1
+        trainer.stop_training = trainer.stop_training or self.waited >= self.patience
 
 # %% ../nbs/04_train.ipynb
 def quiet() -> bool:

@@ -19,7 +19,7 @@ from ablation_harness.metrics.gradients import GradientDynamics
 from ablation_harness.runs import load_metrics
 from ablation_harness.train import Callback, run
 from ablation_harness.studies.optimization_insight import (
-    DEAD_UNITS, GradSignWindow, PlateauStop, SIGN_COLORS, WINDOW, dead_unit_counts, epoch_means, find_callback, grad_table,
+    DEAD_UNITS, GradSignWindow, SIGN_COLORS, WINDOW, dead_unit_counts, epoch_means, find_callback, grad_table,
     logged_epoch_means, plot_extrema, plot_grad_metric, plot_sign_map, plot_sign_window, read_window,
     resolve_dataset, seed_numbers, sign_categories, sign_rgb, window_span)
 
@@ -250,6 +250,7 @@ def test_resolve_dataset_uses_cifar_only_when_on_disk(tmp_path):
 
 def test_plateau_stop_ends_training_at_the_first_plateau(tmp_path):
     from ablation_harness.stats import plateaued
+    from ablation_harness.train import PlateauStop
     cfg = RunConfig.model_validate({
         "study": "oi", "device": "cpu", "seed": 0, "name": "stop",
         "data": {"name": "digits", "n_train": 256, "n_val": 128},
@@ -261,4 +262,5 @@ def test_plateau_stop_ends_training_at_the_first_plateau(tmp_path):
     assert res.status == "complete" and 3 <= len(losses) < 40           # stopped early, and completed
     assert plateaued(losses, 2, 0.05)                                   # at a plateau ...
     assert not any(plateaued(losses[:k], 2, 0.05) for k in range(1, len(losses)))   # ... the first one
-    assert find_callback(res.trainer, PlateauStop).losses == losses
+    cb = find_callback(res.trainer, PlateauStop)
+    assert cb.converged and cb.plateau_epoch == len(losses) and res.summary["converged"] is True

@@ -32,7 +32,7 @@ from ..train import CALLBACKS, Callback, Schedule, register_callback
 # %% auto 0
 __all__ = ['SIGN_LABELS', 'SIGN_COLORS', 'WINDOW', 'DEAD_UNITS', 'MODEL', 'resolve_dataset', 'sign_categories', 'sign_rgb',
            'sign_legend', 'GradSignWindow', 'read_window', 'find_callback', 'window_span', 'dead_unit_counts',
-           'DeadUnits', 'PlateauStop', 'grad_table', 'logged_epoch_means', 'epoch_means', 'layer_order', 'seed_numbers',
+           'DeadUnits', 'grad_table', 'logged_epoch_means', 'epoch_means', 'layer_order', 'seed_numbers',
            'optimization_insight_trial', 'plot_grad_metric', 'sign_map_table', 'plot_sign_map', 'window_table',
            'plot_sign_window', 'plot_extrema']
 
@@ -169,20 +169,6 @@ class DeadUnits(Callback):
         acts = capture(trainer.model, trainer.batch[0], [self.inputs, self.units])
         atomic_write_json(trainer.run_dir.path / DEAD_UNITS, {"step": trainer.step, "layer": self.linear,
                                                               **dead_unit_counts(acts[self.inputs], acts[self.units])})
-
-# %% ../../nbs/11_studies.optimization_insight.ipynb
-@register_callback("plateau_stop")
-class PlateauStop(Callback):
-    """Stop training once the validation loss has plateaued (`stats.plateaued`), checked after every validation."""
-
-    def __init__(self, window: int = 3, rel_tol: float = 0.05):
-        self.window, self.rel_tol = window, rel_tol
-        self.losses: list[float] = []
-
-    def on_validation_end(self, trainer):
-        self.losses.append(trainer.val_metrics["loss"])
-        if stats.plateaued(self.losses, self.window, self.rel_tol):
-            trainer.stop_training = True
 
 # %% ../../nbs/11_studies.optimization_insight.ipynb
 MODEL = "model"
