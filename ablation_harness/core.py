@@ -28,7 +28,7 @@ from tqdm.std import tqdm as text_tqdm
 # %% auto 0
 __all__ = ['LIBS', 'PROGRESS_ENV', 'seed_everything', 'get_device', 'UserError', 'guarded', 'exit_with', 'CommandParser',
            'finite_float', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'append_jsonl', 'read_jsonl',
-           'git_sha', 'now_iso', 'env_info', 'progress_bar', 'safe_name', 'RunDir']
+           'git_sha', 'now_iso', 'env_info', 'progress_bar', 'safe_name', 'RunDir', 'torch_threads']
 
 # %% ../nbs/00_core.ipynb
 def seed_everything(seed: int) -> torch.Generator:
@@ -260,3 +260,17 @@ class RunDir:
 
     def __repr__(self):
         return f"RunDir({str(self.path)!r})"
+
+# %% ../nbs/00_core.ipynb
+from contextlib import contextmanager
+
+@contextmanager
+def torch_threads(n: int):
+    """Run the block with `n` intra-op threads, restoring the previous number."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

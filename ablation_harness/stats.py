@@ -18,9 +18,10 @@ from scipy import stats as sps
 from .core import atomic_write_json
 
 # %% auto 0
-__all__ = ['Verdict', 't_interval', 'diff_interval', 'paired_interval', 'bootstrap_interval', 'power_law', 'effect_verdict',
-           'reference_verdict', 'plateaued', 'Reference', 'Claim', 'claim', 'write_headline', 'read_headline',
-           'claims_table', 'decimals_for', 'format_estimate', 'significant']
+__all__ = ['Verdict', 'UNSETTLED', 'NO_INTERVAL', 't_interval', 'diff_interval', 'paired_interval', 'bootstrap_interval',
+           'power_law', 'effect_verdict', 'reference_verdict', 'plateaued', 'Reference', 'Claim', 'claim',
+           'write_headline', 'read_headline', 'claims_table', 'decimals_for', 'format_estimate', 'significant',
+           'seed_claim', 'claim_text', 'trend', 'validation_numbers']
 
 # %% ../nbs/05s_stats.ipynb
 def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
@@ -179,3 +180,36 @@ def significant(x: float, digits: int = 4) -> str:
     if abs(x) >= 10 ** digits:
         return f"{x:.0f}"
     return np.format_float_positional(x, precision=digits, unique=False, fractional=False, trim="-")
+
+# %% ../nbs/05s_stats.ipynb
+def seed_claim(id: str, sentence: str, values, unit: str = "", null: float = 0.0,
+               converged: bool | None = True, ci_method: str = "t-interval over seeds") -> dict:
+    """A claim from one value per seed: mean, 95% t-interval, resolved when converged and the interval excludes `null`."""
+    v = np.asarray(values, float)
+    est, lo, hi = t_interval(v)
+    verdict = effect_verdict([lo - null, hi - null], converged is not False)
+    return claim(id, sentence, est, [lo, hi], int(np.isfinite(v).sum()), verdict, ci_method, unit, converged=converged)
+
+def claim_text(c: dict) -> str:
+    """'0.912 [0.905, 0.919] (3 seeds, resolved)' for a claim dict."""
+    ci = [math.nan if b is None else b for b in c["ci"]]
+    return f"{format_estimate(c['estimate'], ci, c['unit'])} ({c['n_seeds']} seeds, {c['verdict']})"
+
+# %% ../nbs/05s_stats.ipynb
+UNSETTLED = "cannot be judged yet (not every run converged)"
+NO_INTERVAL = "cannot be judged (no interval: fewer than two seeds)"
+
+def trend(c: dict, up: str, down: str, flat: str = "does not change beyond the seed noise", null: float = 0.0) -> str:
+    """`up` or `down` for a resolved effect (by the sign of estimate - null); else why it is unresolved."""
+    if c["verdict"] == "resolved":
+        return up if c["estimate"] > null else down
+    if c.get("converged") is False:
+        return UNSETTLED
+    return NO_INTERVAL if c["ci"][0] is None else flat
+
+# %% ../nbs/05s_stats.ipynb
+def validation_numbers(metrics: pd.DataFrame) -> dict:
+    """One run's validation losses in step order (`val_loss`) and its last validation accuracy (`val_acc`)."""
+    val = metrics[metrics["split"] == "val"].sort_values("step")
+    return {"val_loss": val.loc[val["metric"] == "loss", "value"].tolist(),
+            "val_acc": float(val.loc[val["metric"] == "acc", "value"].iloc[-1])}

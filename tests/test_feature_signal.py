@@ -17,12 +17,16 @@ from ablation_harness.core import read_jsonl
 from ablation_harness.data import load_data
 from ablation_harness.stats import read_headline
 from ablation_harness.train import Callback, run
+from ablation_harness.core import torch_threads
+from ablation_harness.metrics.callbacks import LayerCorrelation
+from ablation_harness.metrics.invariance import (AUGMENTATION, INVARIANCE, INVARIANCE_REFERENCE, augmented_views,
+                                                 layer_scores, pick_per_class, summarize_invariance, to_inputs, to_pixels)
+from ablation_harness.metrics.representation import (CORR_MATRICES, CORR_MEANS, corr_means_frame, mean_offdiagonal,
+                                                     read_corr_matrices, read_corr_means)
+from ablation_harness.stats import seed_claim, trend
 from ablation_harness.studies.feature_signal import (
-    AUGMENTATION, CORR_MATRICES, CORR_MEANS, INVARIANCE, INVARIANCE_REFERENCE, LayerCorrelation, augmented_views,
-    corr_means_frame, layer_scores, mean_offdiagonal, pick_per_class, plot_augmentation_grid, plot_corr_evolution,
-    plot_intra_correlation, plot_invariance, plot_layer_correlation_grid, plot_per_layer_seeds, read_corr_matrices,
-    read_corr_means, seed_claim, seed_numbers, summarize_invariance, to_inputs, to_pixels, torch_threads, trend,
-    write_images)
+    plot_augmentation_grid, plot_corr_evolution, plot_intra_correlation, plot_invariance, plot_layer_correlation_grid,
+    plot_per_layer_seeds, seed_numbers, write_images)
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "nbs" / "experiments" / "feature_signal.ipynb"
 
@@ -43,19 +47,21 @@ def _cfg(epochs=3):
         "callbacks": [{"name": "layer_correlation"}]})
 
 
-class FileSpy(Callback):
-    """Records the number of entries in corr_means.json right after each epoch-start analysis."""
+class RowSpy(Callback):
+    """Records, right after each epoch-start analysis, how many analyses the callback has run and logged."""
     def __init__(self):
-        self.sizes = []
+        self.sizes, self.logged = [], []
 
     def on_epoch_start(self, trainer):
-        self.sizes.append(len(read_corr_means(trainer.run_dir.file(CORR_MEANS))))
+        cb = next(c for c in trainer.callbacks if isinstance(c, LayerCorrelation))
+        self.sizes.append(len(cb.entries))
+        self.logged.append(cb.entries[-1]["means"])
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("fs")
-    spy = FileSpy()
+    spy = RowSpy()
     res = run(_cfg(), extra_callbacks=[spy], root=root)
     return root, res, spy
 
@@ -80,11 +86,12 @@ def test_self_correlation_has_unit_diagonal_and_matches_numpy(trained):
     assert all(torch.equal(last[k], cb.last[k]) and torch.equal(first[k], cb.first[k]) for k in cb.last)
 
 
-def test_corr_means_grows_one_entry_per_epoch_and_survives_a_restart(trained):
+def test_corr_means_holds_one_entry_per_analysis_and_survives_a_restart(trained):
     root, res, spy = trained
     path = res.run_dir.file(CORR_MEANS)
     first = json.loads(path.read_text())
-    assert spy.sizes == [1, 2, 3]                       # one entry appended at each epoch start
+    assert spy.sizes == [1, 2, 3]                       # one analysis logged at each epoch start
+    assert [e["means"] for e in first[:3]] == spy.logged
     assert [e["epoch"] for e in first] == [0, 1, 2, 3]  # ... plus one after the last epoch
     assert [e["event"] for e in first] == ["epoch_start"] * 3 + ["fit_end"]
     n_pairs = len(first[0]["means"])
@@ -305,3 +312,25 @@ def test_experiment_writes_the_seed_file_names_and_claims(tmp_path):
     assert all(c["n_seeds"] == 2 for c in h["claims"])
     runs = sorted((out / "sweep" / "feature_signal").iterdir())
     assert len(runs) == 2 and all((r / "tb").is_dir() for r in runs)
+
+
+def test_corr_means_is_a_view_of_metrics_jsonl(trained):
+    from ablation_harness.metrics.representation import write_corr_means
+    _, res, _ = trained
+    path = res.run_dir.file(CORR_MEANS)
+    before = path.read_text()
+    path.unlink()
+    write_corr_means(res.run_dir.path)                 # rebuilt from metrics.jsonl alone
+    assert path.read_text() == before
+
+
+def test_console_line_goes_to_the_run_dir_not_stdout(tmp_path, capsys):
+    cfg = _cfg(epochs=2).model_copy(update={"callbacks": []})
+    cfg = RunConfig.model_validate({**cfg.model_dump(), "callbacks": [
+        {"name": "classification"}, {"name": "console_metrics", "file": "console.log"}]})
+    res = run(cfg, root=tmp_path)
+    lines = res.run_dir.file("console.log").read_text().splitlines()
+    assert capsys.readouterr().out == ""
+    hist = res.trainer.history
+    assert len(lines) == 2 and lines[1].startswith("epoch   2") and f"val loss {hist[1]['val/loss']:.4f}" in lines[1]
+    assert "macro-F1" in lines[0]

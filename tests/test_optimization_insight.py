@@ -18,10 +18,11 @@ from ablation_harness.metrics.callbacks import GradHistogramsCallback
 from ablation_harness.metrics.gradients import GradientDynamics
 from ablation_harness.runs import load_metrics
 from ablation_harness.train import Callback, run
+from ablation_harness.metrics.callbacks import DEAD_UNITS, WINDOW, GradSignWindow, find_callback, read_window
+from ablation_harness.metrics.gradients import dead_unit_counts, sign_categories
 from ablation_harness.studies.optimization_insight import (
-    DEAD_UNITS, GradSignWindow, SIGN_COLORS, WINDOW, dead_unit_counts, epoch_means, find_callback, grad_table,
-    logged_epoch_means, plot_extrema, plot_grad_metric, plot_sign_map, plot_sign_window, read_window,
-    resolve_dataset, seed_numbers, sign_categories, sign_rgb, window_span)
+    SIGN_COLORS, epoch_means, grad_table, logged_epoch_means, plot_extrema, plot_grad_metric, plot_sign_map,
+    plot_sign_window, resolve_dataset, seed_numbers, sign_rgb, window_span)
 
 TH = 1e-5
 WHITE, RED, GREEN, GREY = SIGN_COLORS

@@ -19,8 +19,9 @@ from .spectral import spectral_stats
 from ..train import Callback, Schedule, register_callback
 
 # %% auto 0
-__all__ = ['make_schedule', 'ScheduledCallback', 'SpectralCallback', 'GradDynamicsCallback', 'GradHistogramsCallback',
-           'RepresentationCallback', 'ClassificationCallback']
+__all__ = ['WINDOW', 'DEAD_UNITS', 'make_schedule', 'ScheduledCallback', 'SpectralCallback', 'GradDynamicsCallback',
+           'GradHistogramsCallback', 'RepresentationCallback', 'ClassificationCallback', 'find_callback',
+           'LayerCorrelation', 'ConsoleMetrics', 'GradSignWindow', 'read_window', 'DeadUnits']
 
 # %% ../../nbs/05g_metrics.callbacks.ipynb
 def make_schedule(default: dict, **given) -> Schedule:
@@ -215,3 +216,150 @@ class ClassificationCallback(Callback):
             y, pred = self.last
             _write(trainer, "classification_final.json", {"step": trainer.step, "confusion": confusion(y, pred),
                                                          "report": report(y, pred)})
+
+# %% ../../nbs/05g_metrics.callbacks.ipynb
+import numpy as np
+
+from ..train import CALLBACKS
+from .gradients import dead_unit_counts
+from .representation import CORR_MATRICES, CORR_MEANS, layer_cross_correlations, pair_key, save_corr_matrices, write_corr_means
+
+def find_callback(trainer, kind="grad_dynamics"):
+    """The trainer's first callback of a class, or of the class registered under a name (default `grad_dynamics`)."""
+    cls = CALLBACKS[kind] if isinstance(kind, str) else kind
+    found = next((cb for cb in trainer.callbacks if isinstance(cb, cls)), None)
+    if found is None:
+        raise LookupError(f"the trainer has no {cls.__name__} callback")
+    return found
+
+# %% ../../nbs/05g_metrics.callbacks.ipynb
+@register_callback("layer_correlation")
+class LayerCorrelation(Callback):
+    """All-pairs layer cross-correlation on the analysis batch at each epoch start and after training."""
+
+    def __init__(self, layers: list[str] | None = None, filename: str = CORR_MEANS):
+        self.layers, self.filename = (list(layers) if layers else None), filename
+        self.entries: list[dict] = []
+        self.first: dict | None = None
+        self.last: dict | None = None
+
+    def analyse(self, trainer, event: str, epochs_done: int) -> dict:
+        """Correlate the analysis batch's layer outputs and log the means; return this analysis' entry."""
+        acts = capture(trainer.model, trainer.analysis_batch[0], self.layers)
+        means = {pair_key(a, b): v for (a, b), v in cross_correlation_means(acts).items()}
+        self.last = {k: c.cpu() for k, c in layer_cross_correlations(acts).items()}
+        self.first = self.first or self.last
+        self.entries.append({"epoch": epochs_done, "step": trainer.step, "event": event, "means": means})
+        trainer.log_many([{"metric": "mean_abs_corr", "value": v, "split": "analysis", "layer": k, "event": event}
+                          for k, v in means.items()])
+        return self.entries[-1]
+
+    def on_epoch_start(self, trainer):
+        self.analyse(trainer, "epoch_start", trainer.epoch)
+
+    def on_fit_end(self, trainer):
+        if trainer.status == "complete":
+            self.analyse(trainer, "fit_end", len(trainer.history))
+        if trainer.run_dir is None:
+            return
+        if trainer.status == "complete":
+            save_corr_matrices(trainer.run_dir.path / CORR_MATRICES, self.first, self.last)
+        trainer.sinks.flush()
+        write_corr_means(trainer.run_dir.path, self.filename)
+
+# %% ../../nbs/05g_metrics.callbacks.ipynb
+@register_callback("console_metrics")
+class ConsoleMetrics(Callback):
+    """One line per validated epoch (loss, accuracy, macro F1): printed, or appended to `file` in the run directory."""
+
+    def __init__(self, file: str | None = None):
+        self.file = file
+
+    def line(self, trainer) -> str | None:
+        """The line of the last epoch (None when it was not validated)."""
+        h = trainer.history[-1]
+        if "val/loss" not in h:
+            return None
+        cls = next((cb for cb in trainer.callbacks if isinstance(cb, ClassificationCallback)), None)
+        m = classification_metrics(*cls.last) if cls is not None and cls.last is not None else {}
+        f1 = f"  macro-F1 {m['macro_f1']:.4f}" if m else ""
+        return (f"epoch {h['epoch']:3d}  train loss {h['train/loss']:.4f}  val loss {h['val/loss']:.4f}  "
+                f"acc {h['val/acc']:.4f}{f1}")
+
+    def on_epoch_end(self, trainer):
+        line = self.line(trainer)
+        if line is None:
+            return
+        if self.file and trainer.run_dir is not None:
+            with open(trainer.run_dir.file(self.file), "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+        else:
+            print(line)
+
+# %% ../../nbs/05g_metrics.callbacks.ipynb
+WINDOW, DEAD_UNITS = "grad_window.npz", "dead_units.json"
+
+@register_callback("grad_sign_window")
+class GradSignWindow(Callback):
+    """Raw gradient entries of one or several windows of one parameter at scheduled steps (for the zoom)."""
+
+    def __init__(self, param: str | None = None, start: int | None = None, size: int = 1024, every: int = 1,
+                 candidates: int = 8, align: int = 1, small_threshold: float = 1e-5):
+        self.param, self.start, self.size, self.schedule = param, start, size, Schedule(every=every)
+        self.candidates, self.align, self.small_threshold = candidates, align, small_threshold
+        self.steps: list[int] = []
+        self.values: list[torch.Tensor] = []
+
+    def on_fit_start(self, trainer):
+        params = dict(trainer.model.named_parameters())
+        self.param = self.param or max(params, key=lambda n: params[n].numel())
+        self._p = params[self.param]
+        n = self._p.numel()
+        self.size = min(self.size, n)
+        if self.start is not None:
+            self.starts = [min(self.start, n - self.size)]
+        else:
+            spread = np.linspace(0, n - self.size, self.candidates).astype(int)
+            self.starts = sorted({int(s) // self.align * self.align for s in spread})
+
+    def on_after_backward(self, trainer):
+        step = trainer.step + 1
+        if self.schedule.due_step(step) and self._p.grad is not None:
+            g = self._p.grad.detach().reshape(-1)
+            self.steps.append(step)
+            self.values.append(torch.stack([g[s:s + self.size] for s in self.starts]).cpu())
+
+    def array(self, k: int = 0) -> np.ndarray:
+        """Window `k` over the recorded steps, [steps, size]."""
+        return torch.stack(self.values)[:, k].numpy() if self.values else np.zeros((0, self.size))
+
+    def densest(self, small_threshold: float = 1e-5) -> int:
+        """Index of the window whose entries were small but non-zero most often over the recorded steps."""
+        v = torch.stack(self.values)
+        small = (v.abs() <= small_threshold) & (v != 0)
+        return int(small.sum(dim=(0, 2)).argmax())
+
+    def on_fit_end(self, trainer):
+        if self.values and trainer.run_dir is not None:
+            k = self.densest(self.small_threshold)
+            np.savez_compressed(trainer.run_dir.path / WINDOW, values=self.array(k), steps=np.array(self.steps),
+                                start=self.starts[k], candidate=k, candidates=len(self.starts), param=self.param)
+
+def read_window(path) -> dict:
+    """The saved zoom window: values [steps, size], steps, start, candidate, candidates, param."""
+    with np.load(path) as f:
+        return {k: (f[k].item() if f[k].ndim == 0 else f[k]) for k in f.files}
+
+@register_callback("dead_units")
+class DeadUnits(Callback):
+    """At the end of training: dead units and inputs of one linear layer on the last batch (`dead_units.json`)."""
+
+    def __init__(self, linear: str = "dense.fc1", inputs: str = "features.relu3", units: str = "dense.relu"):
+        self.linear, self.inputs, self.units = linear, inputs, units
+
+    def on_fit_end(self, trainer):
+        if trainer.batch is None or trainer.run_dir is None:
+            return
+        acts = capture(trainer.model, trainer.batch[0], [self.inputs, self.units])
+        atomic_write_json(trainer.run_dir.path / DEAD_UNITS, {"step": trainer.step, "layer": self.linear,
+                                                              **dead_unit_counts(acts[self.inputs], acts[self.units])})

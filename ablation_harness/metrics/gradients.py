@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 # %% auto 0
-__all__ = ['FIRST_STEP_METRICS', 'METRICS', 'GradientDynamics']
+__all__ = ['FIRST_STEP_METRICS', 'METRICS', 'GradientDynamics', 'sign_categories', 'dead_unit_counts']
 
 # %% ../../nbs/05e_metrics.gradients.ipynb
 _MASK_SUMS = ("zero_count", "small_count", "retained", "flips", "local_min", "local_max", "w_diff_sum")
@@ -162,3 +162,22 @@ class GradientDynamics:
         sums = torch.zeros(3, L * bins, dtype=g.dtype, device=g.device).index_add_(1, idx, vals)
         counts = torch.bincount(idx, minlength=L * bins).clamp(min=1).to(g.dtype)
         return (sums / counts).T.reshape(L, bins, 3)
+
+# %% ../../nbs/05e_metrics.gradients.ipynb
+import numpy as np
+
+def sign_categories(g, small_threshold: float = 1e-5) -> np.ndarray:
+    """Category per entry: 0 large (|g| > th), 1 small negative, 2 small positive, 3 exactly zero."""
+    g = np.asarray(g, dtype=float)
+    cat = np.where(g < 0, 1, 2)
+    cat = np.where(g == 0, 3, cat)
+    return np.where(np.abs(g) > small_threshold, 0, cat)
+
+# %% ../../nbs/05e_metrics.gradients.ipynb
+def dead_unit_counts(inputs: torch.Tensor, units: torch.Tensor) -> dict:
+    """Dead units and inputs ([batch, d] activations, 0 for every sample) and the exactly-zero gradients they imply."""
+    dead_in, dead_out = (inputs == 0).all(0), (units == 0).all(0)
+    n_in, n_units, d_in, d_out = inputs.shape[1], units.shape[1], int(dead_in.sum()), int(dead_out.sum())
+    return {"dead_units": d_out, "n_units": n_units, "dead_inputs": d_in, "n_inputs": n_in,
+            "dead_unit_ids": torch.nonzero(dead_out).flatten().tolist(),
+            "predicted_zero_grads": d_out * (n_in + 1) + d_in * (n_units - d_out)}

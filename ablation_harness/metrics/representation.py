@@ -16,11 +16,13 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 # %% auto 0
-__all__ = ['standardize', 'cross_correlation', 'feature_correlation', 'sample_correlation', 'layer_cross_correlations',
-           'mean_abs_correlation', 'cross_correlation_means', 'hsic_matrix', 'cka_from_hsic', 'cka_matrix',
-           'linear_cka', 'StreamingCKA', 'MinibatchCKA', 'participation_ratio', 'svd_stats', 'gaussian_entropy',
-           'GaussianEntropyEMA', 'first_pc', 'mutual_information_pc1', 'holdout_split', 'linear_probe', 'ridge_r2',
-           'class_means', 'anchor_metrics']
+__all__ = ['CORR_MEANS', 'CORR_MATRICES', 'standardize', 'cross_correlation', 'feature_correlation', 'sample_correlation',
+           'layer_cross_correlations', 'mean_abs_correlation', 'cross_correlation_means', 'hsic_matrix',
+           'cka_from_hsic', 'cka_matrix', 'linear_cka', 'StreamingCKA', 'MinibatchCKA', 'participation_ratio',
+           'svd_stats', 'gaussian_entropy', 'GaussianEntropyEMA', 'first_pc', 'mutual_information_pc1', 'holdout_split',
+           'linear_probe', 'ridge_r2', 'class_means', 'anchor_metrics', 'pair_key', 'mean_offdiagonal',
+           'corr_means_entries', 'write_corr_means', 'read_corr_means', 'corr_means_frame', 'save_corr_matrices',
+           'read_corr_matrices']
 
 # %% ../../nbs/05b_metrics.representation.ipynb
 def _as_list(acts) -> tuple[list[str], list[torch.Tensor]]:
@@ -342,3 +344,67 @@ def anchor_metrics(h: torch.Tensor, y: torch.Tensor, anchors: torch.Tensor) -> d
     return {"accuracy": (S.argmax(1) == y).double().mean().item(),
             "alignment": own.double().mean().item(),
             "margin": (own - other).double().mean().item()}
+
+# %% ../../nbs/05b_metrics.representation.ipynb
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from ..core import atomic_write_bytes, atomic_write_json, read_jsonl
+
+CORR_MEANS, CORR_MATRICES = "corr_means.json", "corr_matrices.pt"
+
+def pair_key(a: str, b: str) -> str:
+    """The key of a layer pair in logged rows and JSON files: `a|b`."""
+    return f"{a}|{b}"
+
+def mean_offdiagonal(c: torch.Tensor) -> float:
+    """Signed mean of the off-diagonal entries of a square matrix."""
+    n = c.shape[0]
+    return ((c.sum() - c.diagonal().sum()) / max(n * n - n, 1)).item()
+
+# %% ../../nbs/05b_metrics.representation.ipynb
+def corr_means_entries(rows) -> list[dict]:
+    """The correlation history in tidy metric rows: one entry per analysis, in logged order."""
+    entries = []
+    for r in rows:
+        if r.get("metric") != "mean_abs_corr" or "event" not in r:
+            continue
+        epoch = r["epoch"] + (r["event"] == "fit_end")      # fit_end follows the epoch its rows carry
+        head = {"epoch": epoch, "step": r["step"], "event": r["event"]}
+        if not entries or any(entries[-1][k] != v for k, v in head.items()) or r["layer"] in entries[-1]["means"]:
+            entries.append({"index": len(entries), **head, "means": {}})
+        entries[-1]["means"][r["layer"]] = r["value"]
+    return entries
+
+def write_corr_means(run_dir, filename: str = CORR_MEANS) -> Path:
+    """Write the run's correlation history (from its `metrics.jsonl`) to `corr_means.json`, atomically."""
+    run_dir = Path(run_dir)
+    return atomic_write_json(run_dir / filename, corr_means_entries(read_jsonl(run_dir / "metrics.jsonl")))
+
+def read_corr_means(path) -> list[dict]:
+    """The entries of a `corr_means.json` file ([] when it does not exist yet)."""
+    path = Path(path)
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+
+def corr_means_frame(entries) -> pd.DataFrame:
+    """Tidy table of a correlation history: one row per entry and layer pair."""
+    rows = [{"index": e.get("index", k), "epoch": e["epoch"], "step": e["step"], "event": e["event"],
+             "layer_i": key.split("|")[0], "layer_j": key.split("|")[1], "mean_abs_corr": v}
+            for k, e in enumerate(entries) for key, v in e["means"].items()]
+    return pd.DataFrame(rows, columns=["index", "epoch", "step", "event", "layer_i", "layer_j", "mean_abs_corr"])
+
+# %% ../../nbs/05b_metrics.representation.ipynb
+def save_corr_matrices(path, first: Mapping, last: Mapping) -> Path:
+    """Save the first and the last analysis' matrices ({(i, j): tensor}) atomically as one torch file."""
+    buf = io.BytesIO()
+    torch.save({name: {pair_key(*k): m.cpu() for k, m in mats.items()} for name, mats in
+                (("first", first), ("last", last))}, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+def read_corr_matrices(path) -> tuple[dict, dict]:
+    """The (first, last) matrices of `save_corr_matrices`, keyed by layer pair (i, j)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return tuple({tuple(k.split("|")): m for k, m in state[name].items()} for name in ("first", "last"))
