@@ -14,7 +14,8 @@ from torch import nn
 from .registry import MODELS
 
 # %% auto 0
-__all__ = ['TinyCNN', 'MLP', 'conv_bn_relu', 'CNNGRU', 'SmallCNN', 'register_model', 'build_model', 'count_params']
+__all__ = ['TinyCNN', 'MLP', 'conv_bn_relu', 'CNNGRU', 'SmallCNN', 'register_model', 'build_model', 'count_params',
+           'CausalSelfAttention', 'Block', 'TinyTransformer']
 
 # %% ../nbs/03_models.ipynb
 class TinyCNN(nn.Module):
@@ -132,3 +133,65 @@ def build_model(cfg, input_shape, num_classes) -> nn.Module:
 def count_params(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+# %% ../nbs/03_models.ipynb
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention."""
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width {width} is not divisible by heads {heads}")
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width, bias=False)
+        self.proj = nn.Linear(width, width, bias=False)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        out = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.proj(out.transpose(1, 2).reshape(b, t, d))
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+    def __init__(self, width: int, heads: int, mlp_ratio: int = 4, dropout: float = 0.0):
+        super().__init__()
+        self.ln1, self.attn = nn.LayerNorm(width, bias=False), CausalSelfAttention(width, heads)
+        self.ln2 = nn.LayerNorm(width, bias=False)
+        self.mlp = nn.Sequential(nn.Linear(width, mlp_ratio * width, bias=False), nn.GELU(),
+                                 nn.Linear(mlp_ratio * width, width, bias=False))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x):
+        x = x + self.drop(self.attn(self.ln1(x)))
+        return x + self.drop(self.mlp(self.ln2(x)))
+
+# %% ../nbs/03_models.ipynb
+class TinyTransformer(nn.Module):
+    """Decoder-only transformer over token ids [batch, T] -> next-token logits [batch, T, vocab]."""
+    def __init__(self, vocab: int, context: int, width: int = 32, depth: int = 1, heads: int = 2,
+                 mlp_ratio: int = 4, dropout: float = 0.0):
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(vocab, width), nn.Embedding(context, width)
+        self.blocks = nn.Sequential(*[Block(width, heads, mlp_ratio, dropout) for _ in range(depth)])
+        self.ln_f, self.head = nn.LayerNorm(width, bias=False), nn.Linear(width, vocab, bias=False)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m):
+        """GPT-2 initialisation: normal(0, 0.02) weights."""
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+
+    def forward(self, x):
+        idx = x.long()
+        h = self.tok(idx) + self.pos(torch.arange(idx.shape[1], device=idx.device))
+        return self.head(self.ln_f(self.blocks(h)))
+
+@register_model("tiny_transformer")
+def _tiny_transformer(cfg, input_shape, num_classes):
+    """TinyTransformer from a config (context = input_shape[-1], vocabulary = num_classes)."""
+    unknown = sorted(set(cfg.options) - {"heads", "mlp_ratio"})
+    if unknown:
+        raise ValueError(f"model.options: unknown key(s) {unknown} for tiny_transformer; known: ['heads', 'mlp_ratio']")
+    return TinyTransformer(num_classes, input_shape[-1], cfg.width, cfg.depth, cfg.options.get("heads", 2),
+                           cfg.options.get("mlp_ratio", 4), cfg.dropout)

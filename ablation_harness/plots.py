@@ -17,7 +17,8 @@ import seaborn as sns
 from .core import atomic_write_bytes, atomic_write_text
 
 # %% auto 0
-__all__ = ['PLOTS', 'register_plot', 'require_columns', 'save_figure', 'ema_debiased', 'tight_ylim', 'plot_curves', 'plot_scree']
+__all__ = ['PLOTS', 'register_plot', 'require_columns', 'save_figure', 'ema_debiased', 'tight_ylim', 'plot_curves', 'plot_scree',
+           'panel_grid']
 
 # %% ../nbs/08_plots.ipynb
 PLOTS: dict[str, Callable] = {}
@@ -123,3 +124,14 @@ def plot_scree(df: pd.DataFrame, layer: str | None = None, normalize: bool = Fal
     ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/08_plots.ipynb
+def panel_grid(n: int, ncols: int = 3, size=(4.0, 3.0), pad=(1.0, 0.5), **kw):
+    """A figure of `n` panels, at most `ncols` per row, each `size` inches, unused ones hidden: (fig, axes[rows, cols])."""
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols + pad[0], size[1] * nrows + pad[1]), squeeze=False,
+                             layout="constrained", **kw)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, axes

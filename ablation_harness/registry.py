@@ -95,18 +95,18 @@ _TORCHVISION = ("mnist_full", "fashion_mnist", "cifar10", "cifar100")
 DATASETS = Registry("dataset", {
     "mnist": "ablation_harness.data:mnist_subset", "digits": "ablation_harness.data:digits",
     "mnist1d": "ablation_harness.data:mnist1d", **{n: "ablation_harness.data" for n in _TORCHVISION},
-    "markov": "ablation_harness.studies.batch_scaling:markov",
+    "markov": "ablation_harness.markov:markov",
     "connect4": "ablation_harness.studies.factorial:connect4_source"})
 
 MODELS = Registry("model", {
     "tinycnn": "ablation_harness.models:_tinycnn", "mlp": "ablation_harness.models:_mlp",
     "cnn_gru": "ablation_harness.models:_cnn_gru", "small_cnn": "ablation_harness.models:_small_cnn",
     "greedy": "ablation_harness.studies.greedy_chain:_greedy",
-    "tiny_transformer": "ablation_harness.studies.batch_scaling:_tiny_transformer"})
+    "tiny_transformer": "ablation_harness.models:_tiny_transformer"})
 
 TASKS = Registry("task", {
     "classification": "ablation_harness.tasks:CLASSIFICATION",
-    "next_token": "ablation_harness.studies.batch_scaling:SEQUENCE",
+    "next_token": "ablation_harness.tasks:NEXT_TOKEN",
     "policy_value": "ablation_harness.studies.factorial:CONNECT4_TASK"})
 
 CALLBACKS = Registry("callback", {
@@ -118,9 +118,9 @@ CALLBACKS = Registry("callback", {
     "console_metrics": "ablation_harness.metrics.callbacks:ConsoleMetrics",
     "grad_sign_window": "ablation_harness.metrics.callbacks:GradSignWindow",
     "chain_metrics": "ablation_harness.studies.greedy_chain:ChainMetrics",
-    "batch_scaling_log": "ablation_harness.studies.batch_scaling:BatchScalingLogger",
-    "gradient_noise": "ablation_harness.studies.batch_scaling:GradientNoise",
-    "noise_probe": "ablation_harness.studies.batch_scaling:NoiseProbe",
+    "batch_scaling_log": "ablation_harness.studies.batch_scaling.study:BatchScalingLogger",
+    "gradient_noise": "ablation_harness.metrics.noise:GradientNoise",
+    "noise_probe": "ablation_harness.metrics.noise:NoiseProbe",
     "grad_histograms": "ablation_harness.metrics.callbacks:GradHistogramsCallback",
     "augmentation_probe": "ablation_harness.metrics.invariance:AugmentationProbe",
     "dead_units": "ablation_harness.metrics.callbacks:DeadUnits",

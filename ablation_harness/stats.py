@@ -21,7 +21,8 @@ from .core import atomic_write_json
 __all__ = ['Verdict', 'UNSETTLED', 'NO_INTERVAL', 't_interval', 'diff_interval', 'paired_interval', 'bootstrap_interval',
            'power_law', 'effect_verdict', 'reference_verdict', 'plateaued', 'Reference', 'Claim', 'claim',
            'write_headline', 'read_headline', 'claims_table', 'decimals_for', 'format_estimate', 'significant',
-           'seed_claim', 'claim_text', 'trend', 'validation_numbers']
+           'seed_claim', 'claim_text', 'trend', 'validation_numbers', 'power_law_band', 'slope_difference',
+           'bootstrap_means', 'band_verdict']
 
 # %% ../nbs/05s_stats.ipynb
 def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
@@ -213,3 +214,38 @@ def validation_numbers(metrics: pd.DataFrame) -> dict:
     val = metrics[metrics["split"] == "val"].sort_values("step")
     return {"val_loss": val.loc[val["metric"] == "loss", "value"].tolist(),
             "val_acc": float(val.loc[val["metric"] == "acc", "value"].iloc[-1])}
+
+# %% ../nbs/05s_stats.ipynb
+def power_law_band(x, y, grid, level: float = 0.95) -> pd.DataFrame:
+    """The power-law fit of y on x and its confidence band (mean response) on `grid`: columns x, fit, lo, hi."""
+    fit = power_law(x, y, level)
+    lx, lg = np.log(np.asarray(x, float)), np.log(np.asarray(grid, float))
+    n = len(lx)
+    yhat = fit["intercept"] + fit["beta"] * lg
+    resid = np.log(np.asarray(y, float)) - (fit["intercept"] + fit["beta"] * lx)
+    s = math.sqrt((resid ** 2).sum() / (n - 2)) if n > 2 else math.nan
+    half = sps.t.ppf(0.5 + level / 2, max(n - 2, 1)) * s * np.sqrt(1 / n + (lg - lx.mean()) ** 2 / ((lx - lx.mean()) ** 2).sum())
+    return pd.DataFrame({"x": np.asarray(grid), "fit": np.exp(yhat), "lo": np.exp(yhat - half), "hi": np.exp(yhat + half)})
+
+# %% ../nbs/05s_stats.ipynb
+def slope_difference(x, ya, yb, level: float = 0.95) -> dict:
+    """beta_a - beta_b by the paired fit of ln(ya / yb) on ln x (`power_law`): beta, se, ci, intercept, r2, n."""
+    return power_law(x, np.asarray(ya, float) / np.asarray(yb, float), level)
+
+# %% ../nbs/05s_stats.ipynb
+def bootstrap_means(cells, statistic, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """`statistic(means)` over resamples that redraw each cell's values with replacement (None results dropped)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_boot):
+        means = [rng.choice(v, len(v)).mean() if len(v) else np.nan for v in cells]
+        s = statistic(means)
+        if s is not None:
+            out.append(s)
+    return np.asarray(out)
+
+# %% ../nbs/05s_stats.ipynb
+def band_verdict(ci, bands: dict) -> str:
+    """The band (name -> (lo, hi)) a 95% interval meets, 'both' when it meets several, or 'neither'."""
+    meets = [k for k, (lo, hi) in bands.items() if ci[0] <= hi and ci[1] >= lo]
+    return meets[0] if len(meets) == 1 else ("both" if meets else "neither")

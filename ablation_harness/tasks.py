@@ -11,7 +11,7 @@ from typing import Callable
 from torch import nn
 
 # %% auto 0
-__all__ = ['CLASSIFICATION', 'Task']
+__all__ = ['CLASSIFICATION', 'NEXT_TOKEN', 'Task', 'sequence_loss', 'sequence_metrics']
 
 # %% ../nbs/04a_tasks.ipynb
 @dataclass
@@ -27,3 +27,14 @@ def _accuracy(out, y):
     return {"acc": (out.argmax(-1) == y).float().mean()}
 
 CLASSIFICATION = Task(loss=nn.functional.cross_entropy, metrics=_accuracy)
+
+# %% ../nbs/04a_tasks.ipynb
+def sequence_loss(out, y):
+    """Cross-entropy over all positions: logits [B, T, V], targets [B, T]."""
+    return nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+
+def sequence_metrics(out, y):
+    """Top-1 next-token accuracy."""
+    return {"acc": (out.argmax(-1) == y).float().mean()}
+
+NEXT_TOKEN = Task(loss=sequence_loss, metrics=sequence_metrics)

@@ -14,11 +14,16 @@ from scipy import stats
 from ablation_harness.config import load_config
 from ablation_harness.sinks import _wandb_payloads, read_wandb_offline
 from ablation_harness.sweep import COMPLETE, DIVERGED, load_records, run_sweep
-from ablation_harness.studies.batch_scaling import (
-    DEEP_K_RATIO, FitRefused, GradientNoise, analysis_cli, analyze, band_verdict, best_lr, beta_by_budget, cell_table,
-    check_fit, config_prefix, entropy_rate, fit_power_law, hill_alpha, hill_curve, hill_interval, log_sweep,
-    local_minimum, make_batch_trials, noise_scale, random_chain, results_table, sample_chain, sheared_lrs,
-    slope_difference, standardized_noise, stationary_distribution, unit_noise, batch_scaling_trial)
+from ablation_harness.markov import entropy_rate, random_chain, sample_chain, stationary_distribution
+from ablation_harness.metrics.noise import (DEEP_K_RATIO, GradientNoise, hill_alpha, hill_curve, hill_interval, noise_scale,
+                                            standardized_noise, unit_noise)
+from ablation_harness.stats import band_verdict, power_law
+from ablation_harness.studies.batch_scaling.analysis import (
+    BANDS, FitRefused, analyze, best_lr, beta_by_budget, cell_table, check_fit, local_minimum, optimum_slope_difference)
+from ablation_harness.studies.batch_scaling.cli import analysis_cli
+from ablation_harness.studies.batch_scaling.log import log_sweep
+from ablation_harness.studies.batch_scaling.study import (
+    batch_scaling_trial, config_prefix, make_batch_trials, results_table, sheared_lrs)
 
 BATCHES = [8, 16, 32, 64, 128, 256, 512]
 LRS = [3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
@@ -157,17 +162,17 @@ def test_slope_difference_is_the_difference_of_the_slopes():
     g = np.random.default_rng(0)
     best = {name: pd.DataFrame({"batch_size": BATCHES, "lr_interp": 1e-3 * (np.array(BATCHES) / 64) ** b
                                 * np.exp(g.normal(0, 0.1, len(BATCHES)))}) for name, b in (("a", 0.7), ("b", 0.5))}
-    d = slope_difference(best["a"], best["b"])
-    fa, fb = (fit_power_law(best[k]["batch_size"], best[k]["lr_interp"]) for k in ("a", "b"))
+    d = optimum_slope_difference(best["a"], best["b"])
+    fa, fb = (power_law(best[k]["batch_size"], best[k]["lr_interp"]) for k in ("a", "b"))
     assert d["beta"] == pytest.approx(fa["beta"] - fb["beta"], abs=1e-12)
     half = stats.t.ppf(0.975, len(BATCHES) - 2) * d["se"]
     assert d["ci"] == pytest.approx([d["beta"] - half, d["beta"] + half])
 
 
 def test_band_verdict_names_the_bands_an_interval_meets():
-    assert band_verdict([0.47, 0.53]) == "gaussian" and band_verdict([0.61, 0.70]) == "laplace"
-    assert band_verdict([0.50, 0.65]) == "both" and band_verdict([0.56, 0.59]) == "neither"
-    assert band_verdict([0.8, 1.0]) == "neither"
+    assert band_verdict([0.47, 0.53], BANDS) == "gaussian" and band_verdict([0.61, 0.70], BANDS) == "laplace"
+    assert band_verdict([0.50, 0.65], BANDS) == "both" and band_verdict([0.56, 0.59], BANDS) == "neither"
+    assert band_verdict([0.8, 1.0], BANDS) == "neither"
 
 
 def test_beta_by_budget_refits_at_each_fraction_of_the_budget():
