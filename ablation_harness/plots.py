@@ -17,7 +17,8 @@ import seaborn as sns
 from .core import atomic_write_bytes, atomic_write_text
 
 # %% auto 0
-__all__ = ['PLOTS', 'register_plot', 'require_columns', 'save_figure', 'ema_debiased', 'tight_ylim', 'plot_curves', 'plot_scree']
+__all__ = ['PLOTS', 'register_plot', 'require_columns', 'save_figure', 'ema_debiased', 'tight_ylim', 'plot_curves', 'plot_scree',
+           'grid_axes', 'label_grid']
 
 # %% ../nbs/08_plots.ipynb
 PLOTS: dict[str, Callable] = {}
@@ -123,3 +124,15 @@ def plot_scree(df: pd.DataFrame, layer: str | None = None, normalize: bool = Fal
     ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/08_plots.ipynb
+def grid_axes(n_rows: int, n_cols: int, w: float = 3.6, h: float = 2.7, **kw):
+    """A figure with an n_rows x n_cols grid of small multiples (axes always 2-D)."""
+    return plt.subplots(n_rows, n_cols, figsize=(w * n_cols + 1.2, h * n_rows + 0.8), squeeze=False, **kw)
+
+def label_grid(axes, rows, cols, row_label: str, col_label: str, xlabel: str, ylabel: str) -> None:
+    """Outer labels of a small-multiples grid: factor levels on the edges, axis names once."""
+    for i, r in enumerate(rows):
+        axes[i, 0].set_ylabel(f"{row_label} = {r}\n{ylabel}", fontsize=9)
+    for j, c in enumerate(cols):
+        axes[-1, j].set_xlabel(f"{xlabel}\n{col_label} = {c}", fontsize=9)
