@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -17,14 +18,16 @@ import numpy as np
 import torch
 
 from .core import atomic_write_bytes
+from .data import DEFAULT_ROOT, ArrayDataset, DataBundle, source_options
 
 # %% auto 0
 __all__ = ['ROWS', 'COLS', 'CELLS', 'WINDOWS', 'WINDOWS_T', 'WIN_SCORE', 'WIN_STEP', 'LINE_VALUE', 'STRENGTHS',
-           'DEFAULT_TEMPERATURE', 'GENERATOR_VERSION', 'line_counts', 'has_four', 'column_heights', 'legal_moves',
-           'drop', 'is_draw', 'encode', 'render', 'resolve_depth', 'winning_moves', 'search_scores', 'scores_to_policy',
-           'teacher_policy', 'random_policy', 'Games', 'concat_games', 'with_mirrors', 'sample_moves', 'play_games',
-           'match', 'teacher_win_rate', 'game_settings', 'generate_games', 'cache_path', 'save_games', 'load_games',
-           'cached_games', 'to_padded', 'split_games', 'random_boards']
+           'DEFAULT_TEMPERATURE', 'GENERATOR_VERSION', 'CONNECT4_OPTIONS', 'line_counts', 'has_four', 'column_heights',
+           'legal_moves', 'drop', 'is_draw', 'encode', 'render', 'resolve_depth', 'winning_moves', 'search_scores',
+           'scores_to_policy', 'teacher_policy', 'random_policy', 'Games', 'concat_games', 'with_mirrors',
+           'sample_moves', 'play_games', 'match', 'teacher_win_rate', 'game_settings', 'generate_games', 'cache_path',
+           'save_games', 'load_games', 'cached_games', 'to_padded', 'split_games', 'random_boards', 'game_cache_dir',
+           'pack_games', 'connect4_games', 'connect4_source']
 
 # %% ../nbs/02a_connect4.ipynb
 ROWS, COLS = 6, 7
@@ -382,3 +385,35 @@ def random_boards(n: int, seed: int, max_pieces: int = 21) -> torch.Tensor:
         own[g], opp[g] = opp[g], new
         placed[g] += 1
     return torch.from_numpy(encode(own, opp, placed % 2 == 0))
+
+# %% ../nbs/02a_connect4.ipynb
+CONNECT4_OPTIONS = {"n_games": 200, "game_seed": 0, "depth": "default", "temperature": DEFAULT_TEMPERATURE, "mirror": True}
+
+def game_cache_dir(root=None) -> Path:
+    """Folder of the cached games: `root` or the package's default data root, then `connect4/`."""
+    return Path(os.path.expanduser(root or DEFAULT_ROOT)) / "connect4"
+
+def pack_games(games) -> ArrayDataset:
+    """Games as x = boards [G, T, 3, 6, 7] and y = [policy (7), value, mask] per position, [G, T, 9]."""
+    t = to_padded(games)
+    y = torch.cat([t["policy"], t["value"][..., None], t["mask"][..., None].float()], -1)
+    return ArrayDataset(t["boards"], y)
+
+# %% ../nbs/02a_connect4.ipynb
+def connect4_games(cfg):
+    """The (cached) games a data config asks for."""
+    o = source_options(cfg, **CONNECT4_OPTIONS)
+    return cached_games(game_cache_dir(cfg.root), o["n_games"], o["game_seed"], o["depth"], o["temperature"], o["mirror"])
+
+def connect4_source(cfg) -> DataBundle:
+    """Teacher self-play games split by original game into train/val, one padded game per row."""
+    if cfg.normalize:
+        raise ValueError("data.normalize must be false for connect4 (0/1 planes, padded sequences)")
+    games = connect4_games(cfg)
+    train, val = split_games(games, cfg.val_fraction, cfg.seed)
+    if not len(val) or not len(train):
+        raise ValueError(f"connect4: {len(games)} games are too few for val_fraction {cfg.val_fraction}")
+    tr, va = pack_games(train), pack_games(val)
+    meta = {**games.settings, "train_games": len(train), "val_games": len(val),
+            "train_positions": int(train.lengths.sum()), "val_positions": int(val.lengths.sum())}
+    return DataBundle(tr, va, None, COLS, tuple(tr.x.shape[1:]), "connect4", "policy_value", meta)

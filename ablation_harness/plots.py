@@ -18,7 +18,7 @@ from .core import atomic_write_bytes, atomic_write_text
 
 # %% auto 0
 __all__ = ['PLOTS', 'register_plot', 'require_columns', 'save_figure', 'ema_debiased', 'tight_ylim', 'plot_curves', 'plot_scree',
-           'panel_grid']
+           'panel_grid', 'grid_axes', 'label_grid']
 
 # %% ../nbs/08_plots.ipynb
 PLOTS: dict[str, Callable] = {}
@@ -135,3 +135,15 @@ def panel_grid(n: int, ncols: int = 3, size=(4.0, 3.0), pad=(1.0, 0.5), **kw):
     for ax in axes.flat[n:]:
         ax.axis("off")
     return fig, axes
+
+# %% ../nbs/08_plots.ipynb
+def grid_axes(n_rows: int, n_cols: int, w: float = 3.6, h: float = 2.7, **kw):
+    """A figure with an n_rows x n_cols grid of small multiples (axes always 2-D)."""
+    return plt.subplots(n_rows, n_cols, figsize=(w * n_cols + 1.2, h * n_rows + 0.8), squeeze=False, **kw)
+
+def label_grid(axes, rows, cols, row_label: str, col_label: str, xlabel: str, ylabel: str) -> None:
+    """Outer labels of a small-multiples grid: factor levels on the edges, axis names once."""
+    for i, r in enumerate(rows):
+        axes[i, 0].set_ylabel(f"{row_label} = {r}\n{ylabel}", fontsize=9)
+    for j, c in enumerate(cols):
+        axes[-1, j].set_xlabel(f"{xlabel}\n{col_label} = {c}", fontsize=9)

@@ -96,7 +96,7 @@ DATASETS = Registry("dataset", {
     "mnist": "ablation_harness.data:mnist_subset", "digits": "ablation_harness.data:digits",
     "mnist1d": "ablation_harness.data:mnist1d", **{n: "ablation_harness.data" for n in _TORCHVISION},
     "markov": "ablation_harness.markov:markov",
-    "connect4": "ablation_harness.studies.factorial:connect4_source"})
+    "connect4": "ablation_harness.connect4:connect4_source"})
 
 MODELS = Registry("model", {
     "tinycnn": "ablation_harness.models:_tinycnn", "mlp": "ablation_harness.models:_mlp",
@@ -107,7 +107,7 @@ MODELS = Registry("model", {
 TASKS = Registry("task", {
     "classification": "ablation_harness.tasks:CLASSIFICATION",
     "next_token": "ablation_harness.tasks:NEXT_TOKEN",
-    "policy_value": "ablation_harness.studies.factorial:CONNECT4_TASK"})
+    "policy_value": "ablation_harness.tasks:POLICY_VALUE"})
 
 CALLBACKS = Registry("callback", {
     "spectral": "ablation_harness.metrics.callbacks:SpectralCallback",
@@ -124,8 +124,7 @@ CALLBACKS = Registry("callback", {
     "grad_histograms": "ablation_harness.metrics.callbacks:GradHistogramsCallback",
     "augmentation_probe": "ablation_harness.metrics.invariance:AugmentationProbe",
     "dead_units": "ablation_harness.metrics.callbacks:DeadUnits",
-    "plateau_stop": "ablation_harness.train:PlateauStop", "early_stop": "ablation_harness.train:EarlyStop",
-    "factorial_early_stop": "ablation_harness.studies.factorial:EarlyStop"})
+    "plateau_stop": "ablation_harness.train:PlateauStop", "early_stop": "ablation_harness.train:EarlyStop"})
 
 SINKS = Registry("sink", {
     "jsonl": "ablation_harness.sinks:JsonlSink", "tensorboard": "ablation_harness.sinks:TensorBoardSink",

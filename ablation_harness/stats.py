@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats as sps
+from scipy.optimize import brentq
 
 from .core import atomic_write_json
 
@@ -21,6 +22,7 @@ from .core import atomic_write_json
 __all__ = ['Verdict', 'UNSETTLED', 'NO_INTERVAL', 't_interval', 'diff_interval', 'paired_interval', 'bootstrap_interval',
            'power_law', 'effect_verdict', 'reference_verdict', 'plateaued', 'Reference', 'Claim', 'claim',
            'write_headline', 'read_headline', 'claims_table', 'decimals_for', 'format_estimate', 'significant',
+           'two_way', 'decompose', 'pooled_sd', 'best_vs_worst', 'factor_contrast', 'partial_eta_squared', 'limit_side',
            'seed_claim', 'claim_text', 'trend', 'validation_numbers', 'power_law_band', 'slope_difference',
            'bootstrap_means', 'band_verdict']
 
@@ -181,6 +183,105 @@ def significant(x: float, digits: int = 4) -> str:
     if abs(x) >= 10 ** digits:
         return f"{x:.0f}"
     return np.format_float_positional(x, precision=digits, unique=False, fractional=False, trim="-")
+
+# %% ../nbs/05s_stats.ipynb
+def two_way(values: pd.DataFrame, row: str, col: str, value: str = "value", alpha: float = 0.05,
+            min_share: float = 0.05) -> tuple[dict, pd.DataFrame]:
+    """Two-way decomposition of one value (one row per run): summary stats and the effects table."""
+    cell = values.groupby([row, col])[value].agg(["mean", "count"]).reset_index()
+    Y = cell.pivot(index=row, columns=col, values="mean")
+    counts = cell.pivot(index=row, columns=col, values="count")
+    if Y.isna().any().any():
+        raise ValueError(f"two_way: empty cells in the {row} x {col} table of {value}")
+    I, J = Y.shape
+    mu = Y.values.mean()
+    a, b = Y.mean(axis=1) - mu, Y.mean(axis=0) - mu
+    R = Y - mu - a.values[:, None] - b.values[None, :]
+    balanced = counts.values.min() == counts.values.max()
+    n = float(counts.values.mean())
+    means = values.merge(cell, on=[row, col])
+    ss = {"row": n * J * (a ** 2).sum(), "col": n * I * (b ** 2).sum(), "interaction": n * (R.values ** 2).sum(),
+          "seeds": float(((means[value] - means["mean"]) ** 2).sum())}
+    total = sum(ss.values())
+    shares = {k: (v / total if total > 0 else 0.0) for k, v in ss.items()}
+    df_int, df_err = (I - 1) * (J - 1), I * J * (n - 1)
+    F_int = p_int = np.nan
+    if balanced and n >= 2 and ss["seeds"] > 0 and df_int > 0:
+        F_int = (ss["interaction"] / df_int) / (ss["seeds"] / df_err)
+        p_int = float(sps.f.sf(F_int, df_int, df_err))
+    flagged = shares["interaction"] >= min_share and (np.isnan(p_int) or p_int < alpha)
+    summary = {"grand_mean": float(mu), **{f"share_{k}": float(v) for k, v in shares.items()},
+               "F_interaction": float(F_int), "p_interaction": float(p_int), "non_additive": bool(flagged),
+               "dominant": max(ss, key=ss.get) if total > 0 else "none", "n_seeds": n}
+    levels = lambda idx: pd.Series(list(idx), dtype=object)
+    effects = pd.concat([
+        pd.DataFrame({"term": ["grand_mean"], row: [None], col: [None], "value": [mu]}, dtype=object),
+        pd.DataFrame({"term": "row", row: levels(a.index), col: None, "value": a.values}),
+        pd.DataFrame({"term": "col", row: None, col: levels(b.index), "value": b.values}),
+        R.stack().rename("value").reset_index().astype({row: object, col: object}).assign(term="interaction")],
+        ignore_index=True)
+    return summary, effects[["term", row, col, "value"]].astype({"value": float})
+
+def decompose(table: pd.DataFrame, row: str, col: str, values, **kw) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`two_way` for every column in `values`: one row per value column, and all effects in long format."""
+    rows, effects = [], []
+    for v in values:
+        s, e = two_way(table.rename(columns={v: "value"}), row, col, **kw)
+        rows.append({"metric": v, **s})
+        effects.append(e.assign(metric=v))
+    return pd.DataFrame(rows), pd.concat(effects, ignore_index=True)
+
+# %% ../nbs/05s_stats.ipynb
+def pooled_sd(table: pd.DataFrame, value: str, by) -> float:
+    """Pooled within-group standard deviation of `value`, groups by the columns `by`."""
+    g = table.groupby(by)[value]
+    dof = (g.count() - 1).clip(lower=0)
+    return float(np.sqrt((g.var(ddof=1).fillna(0) * dof).sum() / dof.sum())) if dof.sum() > 0 else 0.0
+
+def best_vs_worst(table: pd.DataFrame, value: str, by: str = "model", level: float = 0.95) -> dict:
+    """Lowest- and highest-mean groups of `value` and best - worst with its Tukey HSD interval and p-value."""
+    groups = {m: g[value].to_numpy(float) for m, g in table.groupby(by, sort=False)}
+    names, means = list(groups), pd.Series({m: v.mean() for m, v in groups.items()})
+    best, worst = means.idxmin(), means.idxmax()
+    res = sps.tukey_hsd(*groups.values())
+    ci, i, j = res.confidence_interval(level), names.index(best), names.index(worst)
+    return {"best": best, "worst": worst, "estimate": float(res.statistic[i, j]),
+            "ci": [float(ci.low[i, j]), float(ci.high[i, j])], "p_value": float(res.pvalue[i, j]),
+            "n_seeds": int(min(len(groups[best]), len(groups[worst])))}
+
+def factor_contrast(table: pd.DataFrame, factor: str, other: str, value: str, level: float = 0.95) -> dict:
+    """Mean at `factor`'s last level minus its first (averaged over `other`), pooled-variance t-interval."""
+    g = table.groupby([factor, other])[value]
+    mean, n = g.mean().unstack(), g.count().unstack()
+    resid = table[value] - g.transform("mean")
+    dof = len(table) - mean.size
+    mse = float((resid ** 2).sum() / dof) if dof > 0 else np.nan
+    hi, lo = mean.index.max(), mean.index.min()
+    est = float(mean.loc[hi].mean() - mean.loc[lo].mean())
+    se = np.sqrt(mse * ((1 / n.loc[hi]).sum() + (1 / n.loc[lo]).sum())) / mean.shape[1]
+    half = sps.t.ppf(0.5 + level / 2, dof) * se if dof > 0 else np.nan
+    return {"factor": factor, "high": hi, "low": lo, "estimate": est, "ci": [est - half, est + half], "dof": dof}
+
+# %% ../nbs/05s_stats.ipynb
+def partial_eta_squared(F: float, df1: float, df2: float, level: float = 0.95) -> tuple[float, float, float]:
+    """Partial eta squared of an F test and its interval by inverting the noncentral F in its noncentrality."""
+    def bound(q):
+        gap = lambda lam: sps.ncf.cdf(F, df1, df2, lam) - q
+        if not np.isfinite(F) or sps.f.cdf(F, df1, df2) <= q:
+            return 0.0
+        top = max(10.0, 2 * F * df1)
+        while gap(top) > 0:
+            top *= 2
+        return brentq(gap, 0.0, top)
+    to_eta = lambda lam: lam / (lam + df1 + df2 + 1)
+    est = F * df1 / (F * df1 + df2) if np.isfinite(F) else np.nan
+    return float(est), to_eta(bound(0.5 + level / 2)), to_eta(bound(0.5 - level / 2))
+
+def limit_side(ci, limit: float) -> str:
+    """Where an interval lies against a limit: 'below', 'above', or 'across' (including it, or no interval)."""
+    if ci is None or not all(v is not None and np.isfinite(v) for v in ci):
+        return "across"
+    return "below" if ci[1] < limit else "above" if ci[0] > limit else "across"
 
 # %% ../nbs/05s_stats.ipynb
 def seed_claim(id: str, sentence: str, values, unit: str = "", null: float = 0.0,

@@ -8,10 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
 from torch import nn
 
 # %% auto 0
-__all__ = ['CLASSIFICATION', 'NEXT_TOKEN', 'Task', 'sequence_loss', 'sequence_metrics']
+__all__ = ['CLASSIFICATION', 'NEXT_TOKEN', 'POLICY', 'VALUE', 'MASK', 'POLICY_VALUE', 'Task', 'sequence_loss', 'sequence_metrics',
+           'masked_mean', 'position_losses', 'masked_loss', 'masked_metrics', 'n_positions']
 
 # %% ../nbs/04a_tasks.ipynb
 @dataclass
@@ -38,3 +40,44 @@ def sequence_metrics(out, y):
     return {"acc": (out.argmax(-1) == y).float().mean()}
 
 NEXT_TOKEN = Task(loss=sequence_loss, metrics=sequence_metrics)
+
+# %% ../nbs/04a_tasks.ipynb
+POLICY, VALUE, MASK = slice(0, -2), -2, -1
+
+def _targets(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Policy [.., M], value [..] and a bool mask [..] of real positions, padded entries zeroed."""
+    mask = y[..., MASK] > 0
+    policy = torch.where(mask[..., None], y[..., POLICY], 0.0)
+    return policy, torch.where(mask, y[..., VALUE], 0.0), mask
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `x` over the True entries of `mask` (0 when there are none)."""
+    return torch.where(mask, x, 0.0).sum() / mask.sum().clamp_min(1)
+
+# %% ../nbs/04a_tasks.ipynb
+def position_losses(out, y) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Policy cross-entropy and value squared error per position, and the mask."""
+    logits, value = out
+    policy, target, mask = _targets(y)
+    logits = torch.where(mask[..., None], logits, 0.0)
+    ce = -(policy * nn.functional.log_softmax(logits, -1)).sum(-1)
+    return ce, (torch.where(mask, value, 0.0) - target).square(), mask
+
+def masked_loss(out, y) -> torch.Tensor:
+    """Policy cross-entropy + value MSE, averaged over real positions."""
+    ce, se, mask = position_losses(out, y)
+    return masked_mean(ce + se, mask)
+
+def masked_metrics(out, y) -> dict[str, torch.Tensor]:
+    """Policy CE, value MSE and top-move accuracy (model's argmax among the teacher's best) over real positions."""
+    ce, se, mask = position_losses(out, y)
+    policy = _targets(y)[0]
+    picked = policy.gather(-1, out[0].argmax(-1, keepdim=True))[..., 0]
+    hit = (picked >= policy.amax(-1) - 1e-6).float()
+    return {"policy_ce": masked_mean(ce, mask), "value_mse": masked_mean(se, mask), "acc": masked_mean(hit, mask)}
+
+def n_positions(y) -> torch.Tensor:
+    """Number of real positions in a batch (the evaluation weight)."""
+    return (y[..., MASK] > 0).sum()
+
+POLICY_VALUE = Task(loss=masked_loss, metrics=masked_metrics, weight=n_positions)

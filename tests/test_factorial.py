@@ -21,12 +21,14 @@ import matplotlib.pyplot as plt
 from ablation_harness.config import RunConfig
 from ablation_harness.core import UserError
 from ablation_harness.models import CNNGRU
-from ablation_harness.train import run, save_checkpoint
-from ablation_harness.studies.factorial import (
-    CONNECT4_TASK, MASK, NINE, WARNINGS, Design, EarlyStop, best_vs_worst, cell_table, checkpoint_dir_of, customize,
-    factor_contrast, factorial_cli, factorial_main, load_preset, masked_loss, masked_metrics, metrics_cli,
-    partial_eta_squared, plot_factorial_heatmaps, read_history, run_checkpoint_metrics, limit_side, train_all,
-    two_way)
+from ablation_harness.stats import best_vs_worst, factor_contrast, limit_side, partial_eta_squared, two_way
+from ablation_harness.studies.factorial.analysis import NINE, WARNINGS, cell_table, read_history
+from ablation_harness.studies.factorial.cli import factorial_cli, factorial_main, metrics_cli
+from ablation_harness.studies.factorial.figures import plot_factorial_heatmaps
+from ablation_harness.studies.factorial.measure import run_checkpoint_metrics
+from ablation_harness.studies.factorial.study import Design, checkpoint_dir_of, customize, load_preset, train_all
+from ablation_harness.tasks import MASK, POLICY_VALUE, masked_loss, masked_metrics
+from ablation_harness.train import EarlyStop, run, save_checkpoint
 
 
 # ---------------------------------------------------------------- two-way decomposition
@@ -385,8 +387,8 @@ def test_early_stop_in_a_training_run(tmp_path):
                                     "train": {"epochs": 40, "batch_size": 4, "progress": False},
                                     "optim": {"name": "adam", "lr": 0.05},
                                     "checkpoint": {"best": False, "last": False},
-                                    "callbacks": [{"name": "factorial_early_stop", "patience": 1}]})
-    res = run(cfg, CONNECT4_TASK, root=tmp_path)
+                                    "callbacks": [{"name": "early_stop", "patience": 1}]})
+    res = run(cfg, POLICY_VALUE, root=tmp_path)
     vals = [h["val/loss"] for h in res.trainer.history]
     assert len(vals) < 40 and vals[-1] >= min(vals[:-1])                       # stopped on the first non-improvement
 
@@ -416,7 +418,7 @@ def test_factor_contrast_matches_least_squares():
     w = np.array([(1 if h == 128 else -1 if h == 8 else 0) / 3 for h in X.columns.str.split("_").str[1].astype(int)])
     est, se = w @ beta, np.sqrt(mse * w @ np.linalg.inv(X.T.to_numpy() @ X.to_numpy()) @ w)
     half = stats.t.ppf(0.975, dof) * se
-    r = factor_contrast(df, Design(), "value", "col")
+    r = factor_contrast(df, *Design().axis_names("col"), "value")
     assert (r["high"], r["low"], r["dof"]) == (128, 8, dof)
     assert r["estimate"] == pytest.approx(est) and r["ci"] == pytest.approx([est - half, est + half])
 
