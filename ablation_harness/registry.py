@@ -101,13 +101,14 @@ DATASETS = Registry("dataset", {
 MODELS = Registry("model", {
     "tinycnn": "ablation_harness.models:_tinycnn", "mlp": "ablation_harness.models:_mlp",
     "cnn_gru": "ablation_harness.models:_cnn_gru", "small_cnn": "ablation_harness.models:_small_cnn",
-    "greedy": "ablation_harness.studies.greedy_chain:_greedy",
+    "greedy": "ablation_harness.models:_greedy",
     "tiny_transformer": "ablation_harness.studies.batch_scaling:_tiny_transformer"})
 
 TASKS = Registry("task", {
     "classification": "ablation_harness.tasks:CLASSIFICATION",
     "next_token": "ablation_harness.studies.batch_scaling:SEQUENCE",
-    "policy_value": "ablation_harness.studies.factorial:CONNECT4_TASK"})
+    "policy_value": "ablation_harness.studies.factorial:CONNECT4_TASK",
+    "chain": "ablation_harness.tasks:CHAIN"})
 
 CALLBACKS = Registry("callback", {
     "spectral": "ablation_harness.metrics.callbacks:SpectralCallback",

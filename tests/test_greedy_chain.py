@@ -16,8 +16,10 @@ matplotlib.use("Agg")
 
 from ablation_harness.data import iterate_batches, load_data  # noqa: E402
 from ablation_harness.metrics.representation import first_pc, mutual_information_pc1  # noqa: E402
+from ablation_harness.models import GMLP, MLP, anchor_logits, final_logits, make_anchors  # noqa: E402
 from ablation_harness.studies import greedy_chain as gc  # noqa: E402
-from ablation_harness.train import Trainer, load_checkpoint  # noqa: E402
+from ablation_harness.tasks import ace_term, local_losses  # noqa: E402
+from ablation_harness.train import PlateauStop, Trainer, load_checkpoint  # noqa: E402
 
 
 def lines_y(ax):
@@ -29,11 +31,11 @@ def lines_y(ax):
 
 def test_each_layer_loss_reaches_only_its_own_layer():
     torch.manual_seed(0)
-    model = gc.GMLP(20, 16, 3, num_classes=4)
+    model = GMLP(20, 16, 3, num_classes=4)
     x, y = torch.randn(32, 20), torch.randint(0, 4, (32,))
     for l in range(3):
         model.zero_grad(set_to_none=True)
-        gc.local_losses(model(x), y, [0.5, 0.5, 0.5], "ce")["layer"][l].backward()
+        local_losses(model(x), y, [0.5, 0.5, 0.5], "ce")["layer"][l].backward()
         for k, block in enumerate(model.blocks):
             grads = [p.grad for p in block.parameters()]
             if k == l:
@@ -44,7 +46,7 @@ def test_each_layer_loss_reaches_only_its_own_layer():
 
 def test_backprop_mlp_is_not_local():
     """Control: in the backprop MLP the output loss does reach the first layer."""
-    model = gc.MLP(20, 16, 3, 4)
+    model = MLP(20, 16, 3, 4)
     F.cross_entropy(model(torch.randn(8, 20)), torch.randint(0, 4, (8,))).backward()
     assert model.body.fc1.weight.grad.abs().sum() > 0
 
@@ -56,15 +58,15 @@ def test_trainer_with_one_optimizer_equals_one_adam_per_layer():
     rcfg = gc.to_run_config(cfg)
     data = load_data(rcfg.data)
     torch.manual_seed(0)
-    a = gc.GMLP(64, 16, 3, 10)
-    b = gc.GMLP(64, 16, 3, 10)
+    a = GMLP(64, 16, 3, 10)
+    b = GMLP(64, 16, 3, 10)
     b.load_state_dict(a.state_dict())
     init = {k: v.clone() for k, v in a.state_dict().items()}
     Trainer(a, data.train, data.val, rcfg, gc.chain_task(cfg)).fit()
     opts = [torch.optim.Adam(blk.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay) for blk in b.blocks]
     gen = torch.Generator().manual_seed(cfg.seed)
     for xb, yb in iterate_batches(data.train, cfg.batch_size, shuffle=True, generator=gen):
-        losses = gc.local_losses(b(xb), yb, cfg.lambdas(), cfg.ace_variant)["layer"]
+        losses = local_losses(b(xb), yb, cfg.lambdas(), cfg.ace_variant)["layer"]
         for loss, opt in zip(losses, opts):      # each layer: its own loss, its own optimiser
             opt.zero_grad()
             loss.backward(retain_graph=True)
@@ -77,13 +79,13 @@ def test_trainer_with_one_optimizer_equals_one_adam_per_layer():
 
 def test_next_layer_target_equals_a_no_grad_pass_on_the_detached_output():
     torch.manual_seed(1)
-    model = gc.GMLP(12, 8, 3, num_classes=3, tau=0.5, similarity="l2")
+    model = GMLP(12, 8, 3, num_classes=3, tau=0.5, similarity="l2")
     x = torch.randn(10, 12)
     out = model(x)
     h = model.blocks[0](x)
     for i in range(2):
         with torch.no_grad():
-            target = gc.anchor_logits(model.blocks[i + 1](h.detach()), model.layer_anchors(i + 1), 0.5, "l2")
+            target = anchor_logits(model.blocks[i + 1](h.detach()), model.layer_anchors(i + 1), 0.5, "l2")
         assert torch.allclose(target, out[:, i + 1], atol=1e-6)
         h = model.blocks[i + 1](h.detach())
 
@@ -91,37 +93,37 @@ def test_next_layer_target_equals_a_no_grad_pass_on_the_detached_output():
 # ---------------------------------------------------------------- anchors and temperature
 
 def test_anchors_orthonormal_seeded_and_shared():
-    A = gc.make_anchors(10, 64, seed=3).numpy().astype(np.float64)
+    A = make_anchors(10, 64, seed=3).numpy().astype(np.float64)
     np.testing.assert_allclose(A @ A.T, np.eye(10), atol=1e-5)
-    assert torch.equal(gc.make_anchors(10, 64, 3), gc.make_anchors(10, 64, 3))
-    assert not torch.allclose(gc.make_anchors(10, 64, 3), gc.make_anchors(10, 64, 4))
-    shared = gc.GMLP(20, 64, 3, 10, anchor_seed=3)
+    assert torch.equal(make_anchors(10, 64, 3), make_anchors(10, 64, 3))
+    assert not torch.allclose(make_anchors(10, 64, 3), make_anchors(10, 64, 4))
+    shared = GMLP(20, 64, 3, 10, anchor_seed=3)
     assert all(torch.equal(shared.layer_anchors(i), torch.from_numpy(A).float()) for i in range(3))
     assert "anchors" not in dict(shared.named_parameters())
-    per = gc.GMLP(20, 64, 3, 10, per_layer_anchors=True, learnable_anchors=True)
+    per = GMLP(20, 64, 3, 10, per_layer_anchors=True, learnable_anchors=True)
     assert not torch.allclose(per.layer_anchors(0), per.layer_anchors(1)) and "anchors" in dict(per.named_parameters())
     with pytest.raises(ValueError):
-        gc.make_anchors(10, 8)
+        make_anchors(10, 8)
 
 
 @pytest.mark.parametrize("tau", [0.05, 0.1, 1.0, 10.0])
 def test_temperature_on_an_input_equal_to_an_anchor(tau):
     C, k = 5, 2
-    A = gc.make_anchors(C, 16, seed=0)
+    A = make_anchors(C, 16, seed=0)
     h = 3.0 * A[k:k + 1]                            # cosine 1 to anchor k, 0 to the others
-    q = torch.softmax(gc.anchor_logits(h, A, tau, "cosine"), -1)[0].double().numpy()
+    q = torch.softmax(anchor_logits(h, A, tau, "cosine"), -1)[0].double().numpy()
     e = np.exp(1 / tau)
     np.testing.assert_allclose(q[k], e / (e + C - 1), rtol=1e-5)
     np.testing.assert_allclose(np.delete(q, k), 1 / (e + C - 1), rtol=1e-4)
-    q2 = torch.softmax(gc.anchor_logits(A[k:k + 1], A, tau, "l2"), -1)[0].double().numpy()
+    q2 = torch.softmax(anchor_logits(A[k:k + 1], A, tau, "l2"), -1)[0].double().numpy()
     np.testing.assert_allclose(q2[k], 1 / (1 + (C - 1) * np.exp(-2 / tau)), rtol=1e-4)   # ||a_k - a_c||^2 = 2
     assert q.argmax() == k and q2.argmax() == k
 
 
 def test_lower_temperature_sharpens():
-    A = gc.make_anchors(4, 8, seed=0)
+    A = make_anchors(4, 8, seed=0)
     h = torch.randn(1, 8, generator=torch.Generator().manual_seed(0))
-    peaks = [torch.softmax(gc.anchor_logits(h, A, t), -1).max().item() for t in (10.0, 1.0, 0.1, 0.01)]
+    peaks = [torch.softmax(anchor_logits(h, A, t), -1).max().item() for t in (10.0, 1.0, 0.1, 0.01)]
     assert all(a < b for a, b in zip(peaks, peaks[1:])) and abs(peaks[0] - 0.25) < 0.05 and peaks[-1] > 0.99
 
 
@@ -136,20 +138,20 @@ REFERENCE = {"ce": -(P * np.log(R)).sum(), "reverse_ce": -(R * np.log(P)).sum(),
 def test_ace_value_and_sign(variant):
     p_logits = torch.tensor(np.log(P))[None].float()
     r_logits = torch.tensor(np.log(R))[None].float()
-    ace = gc.ace_term(p_logits, r_logits, variant).item()
+    ace = ace_term(p_logits, r_logits, variant).item()
     np.testing.assert_allclose(ace, REFERENCE[variant], rtol=1e-5)
     assert ace > 0
     logits = torch.stack([p_logits[0], r_logits[0]])[None]       # [n=1, L=2, C=3]
     y = torch.tensor([0])
     for lam in (0.0, 0.5):
-        out = gc.local_losses(logits, y, [lam, 7.0], variant)
+        out = local_losses(logits, y, [lam, 7.0], variant)
         np.testing.assert_allclose(out["layer"][0].item(), -np.log(P[0]) - lam * REFERENCE[variant], rtol=1e-5)
         np.testing.assert_allclose(out["layer"][1].item(), -np.log(R[0]), rtol=1e-5)    # last layer: no ACE
 
 
 def test_ace_gradient_does_not_reach_the_target():
     logits = torch.randn(4, 2, 3, requires_grad=True)
-    gc.local_losses(logits, torch.tensor([0, 1, 2, 0]), [1.0, 0.0], "js")["layer"][0].backward()
+    local_losses(logits, torch.tensor([0, 1, 2, 0]), [1.0, 0.0], "js")["layer"][0].backward()
     assert logits.grad[:, 1].abs().sum() == 0 and logits.grad[:, 0].abs().sum() > 0
 
 
@@ -198,7 +200,7 @@ def test_evaluation_files_have_the_documented_content(runs):
         model, cfg, data, _ = gc.load_run_model(rd)
         out = gc.predict(model, data.test.x)
         y = data.test.y.numpy()
-        pred = gc.final_logits(out).argmax(1).numpy()
+        pred = final_logits(out).argmax(1).numpy()
         expected = np.zeros((10, 10), dtype=np.int64)
         np.add.at(expected, (y, pred), 1)
         cm = np.load(rd / "confusion.npy")
@@ -327,7 +329,7 @@ class _FakeTrainer:
 def test_plateau_stop_fires_at_the_first_plateau_epoch(stop):
     # window 3, rel_tol 0.01: epoch 5 still improves (best before 0.5, best of the last three 0.4); at epoch 6
     # the best of 0.41, 0.405, 0.402 does not beat the earlier 0.4 at all; epoch 7 (0.3) improves again
-    cb, tr = gc.PlateauStop(window=3, rel_tol=0.01, stop=stop), _FakeTrainer()
+    cb, tr = PlateauStop(window=3, rel_tol=0.01, monitor="val/ce", stop=stop), _FakeTrainer()
     for ce in [1.0, 0.5, 0.4, 0.41, 0.405, 0.402, 0.3]:
         tr.history.append({"val/ce": ce})
         cb.on_epoch_end(tr)

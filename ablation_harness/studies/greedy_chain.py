@@ -43,30 +43,29 @@ from ..metrics.classification import accuracy, confusion, macro_f1, report
 from ..metrics.representation import (GaussianEntropyEMA, anchor_metrics, class_means, holdout_split,
                                                      first_pc, linear_cka, linear_probe, mutual_information_pc1,
                                                      ridge_r2, svd_stats)
-from ..models import MLP, build_model, register_model
+from ..models import GMLP, MLP, anchor_logits, build_model, chain_layers, final_logits
 from ..plots import register_plot, require_columns, save_figure
 from ..runs import find_runs, load_metrics
 from ..stats import format_estimate, plateaued
 from ..sweep import COMPLETE, DIVERGED, Trial, base_record, failed_record
-from ..train import (Callback, Checkpoint, Schedule, Task, load_checkpoint,
-                                    register_callback, run, save_checkpoint)
+from ..tasks import ACE_VARIANTS, CHAIN, ace_term, with_options
+from ..train import (Callback, Checkpoint, PlateauStop, Schedule, load_checkpoint, register_callback, run,
+                                    save_checkpoint)
 
 # %% auto 0
-__all__ = ['CHAIN_DATASETS', 'PROFILE_SIZES', 'ACE_VARIANTS', 'PROBE_ALPHA', 'CHAIN_METRICS', 'CHAIN_NON_SEMANTIC',
-           'MODEL_LABELS', 'MODEL_COLORS', 'METRIC_LABELS', 'RQ_QUESTIONS', 'RQ_PANELS', 'FIGURE_KINDS',
-           'TRAIN_VAL_METRICS', 'MULTI_RUN_METRICS', 'train_main', 'eval_main', 'plot_metrics_main',
-           'show_confusion_main', 'run_simulation_main', 'ChainConfig', 'resolve', 'parse_config', 'load_chain_config',
-           'to_run_config', 'make_anchors', 'anchor_similarity', 'anchor_logits', 'GreedyBlock', 'GMLP', 'chain_layers',
-           'final_logits', 'ace_term', 'local_losses', 'chain_task', 'layer_name', 'layer_metrics', 'ChainMetrics',
-           'ChainRunFiles', 'PlateauStop', 'RunDirCheckpoint', 'run_name', 'torch_threads', 'train_chain',
-           'read_params', 'load_run_model', 'predict', 'layer_features', 'evaluate_run', 'chain_hash', 'chain_trials',
-           'chain_trial', 'seed_image_interval', 'correct_matrix', 'run_info', 'layer_index', 'chain_metrics_frame',
-           'final_values', 'test_frame', 'confusion_frame', 'research_table', 'layer_trend', 'plot_basic_curves',
-           'plot_confusion', 'show_confusion', 'plot_heatmap', 'plot_train_val', 'plot_overview', 'plot_distributions',
-           'plot_architecture_comparison', 'plot_correlation', 'plot_layer_progression', 'plot_timeline',
-           'plot_multi_run', 'plot_architecture_metric', 'plot_layerwise', 'plot_metrics_heatmap', 'plot_convergence',
-           'plot_research_questions', 'make_figures', 'UsageError', 'train_cli', 'eval_cli', 'plot_metrics_cli',
-           'show_confusion_cli', 'list_files', 'run_simulation_cli']
+__all__ = ['CHAIN_DATASETS', 'PROFILE_SIZES', 'PROBE_ALPHA', 'CHAIN_METRICS', 'CHAIN_NON_SEMANTIC', 'MODEL_LABELS',
+           'MODEL_COLORS', 'METRIC_LABELS', 'RQ_QUESTIONS', 'RQ_PANELS', 'FIGURE_KINDS', 'TRAIN_VAL_METRICS',
+           'MULTI_RUN_METRICS', 'train_main', 'eval_main', 'plot_metrics_main', 'show_confusion_main',
+           'run_simulation_main', 'ChainConfig', 'resolve', 'parse_config', 'load_chain_config', 'to_run_config',
+           'chain_task', 'layer_name', 'layer_metrics', 'ChainMetrics', 'ChainRunFiles', 'RunDirCheckpoint', 'run_name',
+           'torch_threads', 'train_chain', 'read_params', 'load_run_model', 'predict', 'layer_features', 'evaluate_run',
+           'chain_hash', 'chain_trials', 'chain_trial', 'seed_image_interval', 'correct_matrix', 'run_info',
+           'layer_index', 'chain_metrics_frame', 'final_values', 'test_frame', 'confusion_frame', 'research_table',
+           'layer_trend', 'plot_basic_curves', 'plot_confusion', 'show_confusion', 'plot_heatmap', 'plot_train_val',
+           'plot_overview', 'plot_distributions', 'plot_architecture_comparison', 'plot_correlation',
+           'plot_layer_progression', 'plot_timeline', 'plot_multi_run', 'plot_architecture_metric', 'plot_layerwise',
+           'plot_metrics_heatmap', 'plot_convergence', 'plot_research_questions', 'make_figures', 'UsageError',
+           'train_cli', 'eval_cli', 'plot_metrics_cli', 'show_confusion_cli', 'list_files', 'run_simulation_cli']
 
 # %% ../../nbs/12_studies.greedy_chain.ipynb
 CHAIN_DATASETS = ("mnist", "digits", "mnist_full", "fashion_mnist", "cifar10", "cifar100")
@@ -78,7 +77,6 @@ PROFILE_SIZES = {
     "full": {"N": 1024, "epochs": 60, "n_train": None, "n_val": 5000, "n_test": None, "analysis_samples": 1024,
              "metrics_log_frequency": 5},
 }
-ACE_VARIANTS = ("ce", "reverse_ce", "js", "sym_kl")
 
 class ChainConfig(Strict):
     """One run of the greedy-chain study (flat, seed-like keys)."""
@@ -177,126 +175,9 @@ def to_run_config(cfg: ChainConfig, name: str | None = None) -> RunConfig:
     })
 
 # %% ../../nbs/12_studies.greedy_chain.ipynb
-def make_anchors(num_classes: int, width: int, seed: int = 0) -> torch.Tensor:
-    """[C, N] anchors with orthonormal rows: Q^T from the QR of a seeded Gaussian N x C matrix."""
-    if num_classes > width:
-        raise ValueError(f"orthonormal anchors need num_classes <= width, got {num_classes} > {width}")
-    g = torch.randn(width, num_classes, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    return torch.linalg.qr(g).Q.T.contiguous().float()
-
-def anchor_similarity(h: torch.Tensor, anchors: torch.Tensor, kind: str = "cosine") -> torch.Tensor:
-    """[n, C] similarity of each row of h to each anchor: cosine or negative squared L2."""
-    if kind == "cosine":
-        return F.normalize(h, dim=1) @ F.normalize(anchors, dim=1).T
-    if kind == "l2":
-        return -torch.cdist(h, anchors).square()
-    raise ValueError(f"unknown similarity {kind!r}: use 'cosine' or 'l2'")
-
-def anchor_logits(h: torch.Tensor, anchors: torch.Tensor, tau: float, kind: str = "cosine") -> torch.Tensor:
-    """s(h, anchors) / tau: the logits of the layer's predictive distribution q."""
-    return anchor_similarity(h, anchors, kind) / tau
-
-# %% ../../nbs/12_studies.greedy_chain.ipynb
-class GreedyBlock(nn.Module):
-    """One GMLP layer: L2-normalise the input, then ReLU(W x + b + R x) with R identity or a bias-free projection."""
-    def __init__(self, in_features: int, width: int):
-        super().__init__()
-        self.linear = nn.Linear(in_features, width)
-        self.skip = nn.Identity() if in_features == width else nn.Linear(in_features, width, bias=False)
-
-    def forward(self, x):
-        x = F.normalize(x, dim=1)
-        return F.relu(self.linear(x) + self.skip(x))
-
-class GMLP(nn.Module):
-    """Greedy MLP: layers with detached inputs, each predicting through shared fixed class anchors."""
-    def __init__(self, in_features: int, width: int = 1024, depth: int = 4, num_classes: int = 10, tau: float = 0.1,
-                 similarity: str = "cosine", anchor_seed: int = 0, learnable_anchors: bool = False,
-                 per_layer_anchors: bool = False):
-        super().__init__()
-        self.tau, self.similarity = tau, similarity
-        self.blocks = nn.ModuleList([GreedyBlock(in_features if i == 0 else width, width) for i in range(depth)])
-        sets = depth if per_layer_anchors else 1
-        anchors = torch.stack([make_anchors(num_classes, width, anchor_seed + i) for i in range(sets)])
-        if learnable_anchors:
-            self.anchors = nn.Parameter(anchors)
-        else:
-            self.register_buffer("anchors", anchors)
-
-    def layer_anchors(self, i: int) -> torch.Tensor:
-        """The [C, N] anchors of layer i."""
-        return self.anchors[i if self.anchors.shape[0] > 1 else 0]
-
-    def forward(self, x):
-        z, out = x.flatten(1), []
-        for i, block in enumerate(self.blocks):
-            h = block(z.detach())
-            out.append(anchor_logits(h, self.layer_anchors(i), self.tau, self.similarity))
-            z = h
-        return torch.stack(out, dim=1)
-
-    def layer_names(self) -> list[str]:
-        """Module names of the layers, input to output."""
-        return [f"blocks.{i}" for i in range(len(self.blocks))]
-
-@register_model("greedy")
-def _greedy(cfg, input_shape, num_classes):
-    """GMLP from a ModelConfig (width, depth and the options tau, similarity, anchors)."""
-    return GMLP(math.prod(input_shape), cfg.width, cfg.depth, num_classes, **cfg.options)
-
-def chain_layers(model: nn.Module) -> list[str]:
-    """Modules whose outputs are the chain's N-dim representations (after the ReLU for the MLP)."""
-    if isinstance(model, GMLP):
-        return model.layer_names()
-    if isinstance(model, MLP):
-        return [f"body.{n}" for n, m in model.body.named_children() if isinstance(m, nn.ReLU)]
-    raise TypeError(f"not a chain model: {type(model).__name__}")
-
-def final_logits(out: torch.Tensor) -> torch.Tensor:
-    """The model's prediction logits: the last layer's for a GMLP output [n, L, C]."""
-    return out[:, -1] if out.dim() == 3 else out
-
-# %% ../../nbs/12_studies.greedy_chain.ipynb
-def ace_term(p_logits: torch.Tensor, r_logits: torch.Tensor, variant: str = "ce") -> torch.Tensor:
-    """Batch-mean ACE between p = softmax(p_logits) (trained) and r = softmax(r_logits) (target)."""
-    lp, lr = F.log_softmax(p_logits, -1), F.log_softmax(r_logits, -1)
-    p, r = lp.exp(), lr.exp()
-    if variant == "ce":
-        val = -(p * lr).sum(-1)
-    elif variant == "reverse_ce":
-        val = -(r * lp).sum(-1)
-    elif variant == "js":
-        lm = torch.logsumexp(torch.stack([lp, lr]), 0) - math.log(2)
-        val = 0.5 * (p * (lp - lm)).sum(-1) + 0.5 * (r * (lr - lm)).sum(-1)
-    elif variant == "sym_kl":
-        val = ((p - r) * (lp - lr)).sum(-1)
-    else:
-        raise ValueError(f"unknown ace_variant {variant!r}: use one of {ACE_VARIANTS}")
-    return val.mean()
-
-def local_losses(logits: torch.Tensor, y: torch.Tensor, lambdas, variant: str = "ce") -> dict:
-    """Per-layer CE, ACE and local losses of GMLP logits [n, L, C]; `total` is their sum."""
-    L = logits.shape[1]
-    ce = [F.cross_entropy(logits[:, i], y) for i in range(L)]
-    ace = [ace_term(logits[:, i], logits[:, i + 1].detach(), variant) for i in range(L - 1)]
-    layer = [ce[i] - lambdas[i] * ace[i] if i < L - 1 else ce[i] for i in range(L)]
-    return {"total": torch.stack(layer).sum(), "layer": layer, "ce": ce, "ace": ace}
-
-# %% ../../nbs/12_studies.greedy_chain.ipynb
-def _chain_loss(out, y, lambdas, variant):
-    """Summed local losses of a GMLP output."""
-    return local_losses(out, y, lambdas, variant)["total"]
-
-def _final_metrics(out, y):
-    """Accuracy and cross-entropy of the final prediction."""
-    z = final_logits(out)
-    return {"acc": (z.argmax(-1) == y).float().mean(), "ce": F.cross_entropy(z, y)}
-
 def chain_task(cfg: ChainConfig) -> Task:
-    """The training Task of a resolved config: summed local losses (GMLP) or cross-entropy (MLP)."""
-    if cfg.model == "greedy":
-        return Task(loss=partial(_chain_loss, lambdas=cfg.lambdas(), variant=cfg.ace_variant), metrics=_final_metrics)
-    return Task(loss=F.cross_entropy, metrics=_final_metrics)
+    """The `tasks.CHAIN` task of a resolved config: summed local losses (GMLP) or cross-entropy (MLP)."""
+    return with_options(CHAIN, {"lambda_ace": cfg.lambdas(), "ace_variant": cfg.ace_variant}) if cfg.model == "greedy" else CHAIN
 
 # %% ../../nbs/12_studies.greedy_chain.ipynb
 PROBE_ALPHA = 1e-3
@@ -401,28 +282,6 @@ class ChainRunFiles(Callback):
         row = {**trainer.history[-1], "lr": trainer.optimizer.param_groups[0]["lr"], "time": now_iso()}
         append_jsonl(trainer.run_dir.file("log.jsonl"), row)
 
-class PlateauStop(Callback):
-    """Check `stats.plateaued` on a validation series after every epoch; optionally stop at the first plateau."""
-    def __init__(self, window: int = 5, rel_tol: float = 0.01, monitor: str = "val/ce", mode: str = "min", stop: bool = False):
-        self.window, self.rel_tol, self.monitor, self.mode, self.stop = window, rel_tol, monitor, mode, stop
-        self.plateau_epoch, self.converged = None, False
-
-    def criterion(self) -> str:
-        """The convergence criterion in one line."""
-        return f"stats.plateaued({self.monitor}, window={self.window}, rel_tol={self.rel_tol}, mode={self.mode!r})"
-
-    def on_epoch_end(self, trainer):
-        series = [h[self.monitor] for h in trainer.history if self.monitor in h]
-        self.converged = plateaued(series, self.window, self.rel_tol, self.mode)
-        if self.converged and self.plateau_epoch is None:
-            self.plateau_epoch = len(trainer.history)
-            trainer.stop_training = trainer.stop_training or self.stop
-
-    def on_fit_end(self, trainer):
-        if trainer.run_dir is not None:
-            trainer.run_dir.update_summary(converged=self.converged, plateau_epoch=self.plateau_epoch,
-                                           convergence_criterion=self.criterion())
-
 class RunDirCheckpoint(Checkpoint):
     """The package Checkpoint, writing best.pt / last.pt into the run directory itself."""
     def _save(self, trainer, name):
@@ -456,7 +315,7 @@ def train_chain(cfg: ChainConfig, root=None):
                               cfg.participation_ratio, cfg.ridge_r2, seed=cfg.data_seed),
                  ChainRunFiles(cfg.model_dump(mode="json", by_alias=True)),
                  RunDirCheckpoint(monitor="val/acc", mode="max"),
-                 PlateauStop(cfg.plateau_window, cfg.plateau_rel_tol, stop=cfg.early_stopping)]
+                 PlateauStop(cfg.plateau_window, cfg.plateau_rel_tol, monitor="val/ce", stop=cfg.early_stopping)]
     with torch_threads(cfg.threads):
         return run(to_run_config(cfg, run_name(cfg, root)), chain_task(cfg), callbacks, root=root)
 
