@@ -19,6 +19,8 @@ from ablation_harness.metrics.representation import first_pc, mutual_information
 from ablation_harness.models import GMLP, MLP, anchor_logits, final_logits, make_anchors  # noqa: E402
 from ablation_harness.studies import greedy_chain as gc  # noqa: E402
 from ablation_harness.tasks import ace_term, local_losses  # noqa: E402
+from ablation_harness.config import config_hash  # noqa: E402
+from ablation_harness.tasks import CHAIN, with_options  # noqa: E402
 from ablation_harness.train import PlateauStop, Trainer, load_checkpoint  # noqa: E402
 
 
@@ -52,21 +54,20 @@ def test_backprop_mlp_is_not_local():
 
 
 def test_trainer_with_one_optimizer_equals_one_adam_per_layer():
-    cfg = gc.parse_config({"profile": "smoke", "dataset": "digits", "N": 16, "layers": 3, "epochs": 1, "n_train": 192,
+    rcfg = gc.chain_config(**{"profile": "smoke", "dataset": "digits", "N": 16, "layers": 3, "epochs": 1, "n_train": 192,
                            "n_val": 64, "n_test": 64, "batch_size": 64, "scheduler": "constant", "warmup_fraction": 0.0,
                            "lambda_ace": [0.3, 0.2, 0.0], "device": "cpu", "progress": False})
-    rcfg = gc.to_run_config(cfg)
     data = load_data(rcfg.data)
     torch.manual_seed(0)
     a = GMLP(64, 16, 3, 10)
     b = GMLP(64, 16, 3, 10)
     b.load_state_dict(a.state_dict())
     init = {k: v.clone() for k, v in a.state_dict().items()}
-    Trainer(a, data.train, data.val, rcfg, gc.chain_task(cfg)).fit()
-    opts = [torch.optim.Adam(blk.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay) for blk in b.blocks]
-    gen = torch.Generator().manual_seed(cfg.seed)
-    for xb, yb in iterate_batches(data.train, cfg.batch_size, shuffle=True, generator=gen):
-        losses = local_losses(b(xb), yb, cfg.lambdas(), cfg.ace_variant)["layer"]
+    Trainer(a, data.train, data.val, rcfg, with_options(CHAIN, rcfg.task_options)).fit()
+    opts = [torch.optim.Adam(blk.parameters(), lr=rcfg.optim.lr, weight_decay=rcfg.optim.weight_decay) for blk in b.blocks]
+    gen = torch.Generator().manual_seed(rcfg.seed)
+    for xb, yb in iterate_batches(data.train, rcfg.train.batch_size, shuffle=True, generator=gen):
+        losses = local_losses(b(xb), yb, [0.3, 0.2, 0.0], rcfg.task_options["ace_variant"])["layer"]
         for loss, opt in zip(losses, opts):      # each layer: its own loss, its own optimiser
             opt.zero_grad()
             loss.backward(retain_graph=True)
@@ -168,10 +169,10 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("gc")
     base = {"profile": "smoke", "dataset": "digits", "N": 16, "layers": 3, "epochs": 2, "n_train": 256, "n_val": 96,
             "n_test": 120, "batch_size": 64, "analysis_samples": 64, "metrics_log_frequency": 2, "ridge_r2": True,
-            "device": "cpu", "threads": 1, "progress": False}
+            "device": "cpu", "progress": False}
     dirs = []
     for model in ("greedy", "mlp"):
-        res = gc.train_chain(gc.parse_config({**base, "model": model}), root=root)
+        res = gc.train_chain(gc.chain_config(**{**base, "model": model}), root=root)
         gc.evaluate_run(res.run_dir.path)
         dirs.append(res.run_dir.path)
     return dirs
@@ -184,7 +185,7 @@ def test_run_directory_files(runs):
         log = [json.loads(l) for l in (rd / "log.jsonl").read_text().splitlines()]
         assert [r["epoch"] for r in log] == [1, 2] and all("val/acc" in r for r in log)
         for ck in ("best.pt", "last.pt"):
-            assert load_checkpoint(rd / ck)["model"]
+            assert load_checkpoint(rd / "ckpt" / ck)["model"] and not (rd / ck).exists()
         df = gc.chain_metrics_frame(rd)
         chain = df[df["metric"].isin(gc.CHAIN_METRICS)]
         assert set(chain["metric"]) == set(gc.CHAIN_METRICS)
@@ -210,7 +211,7 @@ def test_evaluation_files_have_the_documented_content(runs):
         assert rep["accuracy"] == pytest.approx(res["test_accuracy"])
         assert [rep[str(c)]["support"] for c in range(10)] == cm.sum(1).tolist()
         assert set(res["layer_probe_accuracy"]) == {"layer_0", "layer_1", "layer_2"}
-        if cfg.model == "greedy":
+        if cfg.model.name == "greedy":
             for i in range(3):
                 assert res["layer_accuracy"][f"layer_{i}"] == pytest.approx((out[:, i].argmax(1).numpy() == y).mean())
         else:
@@ -293,10 +294,16 @@ def test_make_figures_writes_png_and_csv(runs, tmp_path):
 
 # ---------------------------------------------------------------- commands
 
+CHAIN_YAML = "model: {name: greedy, depth: 4}\ntask: chain\n"
+
+
 @pytest.mark.parametrize("text,field", [
-    ("N: -1\n", "N"), ("tua: 0.1\n", "tua"), ("ace_variant: kl\n", "ace_variant"),
-    ("layers: 4\nlambda_ace: [0.1, 0.2]\n", "lambda_ace"), ("dataset: imagenet\n", "dataset"),
-    ("device: gpu\n", "device"), ("similarity: dot\n", "similarity"),
+    ("model: {name: greedy, width: -1}\n", "model.width"), ("model: {name: greedy, options: {tua: 0.1}}\ntask: chain\n", "model.options"),
+    (CHAIN_YAML + "task_options: {ace_variant: kl}\n", "task_options.ace_variant"),
+    (CHAIN_YAML + "task_options: {lambda_ace: [0.1, 0.2]}\n", "task_options.lambda_ace"),
+    ("data: {name: imagenet}\n", "data.name"), ("data: {name: digits}\n" + CHAIN_YAML.replace("greedy", "resnet"), "model.name"),
+    ("device: gpu\n", "device"), ("model: {name: greedy, options: {similarity: dot}}\ntask: chain\n", "model.options.similarity"),
+    ("dataset: mnist\n", "dataset"), ("schema: greedy_chain/v1\nN: 8\n", "schema"),
 ])
 def test_bad_config_is_one_line_exit_2_nothing_written(tmp_path, monkeypatch, capsys, text, field):
     (tmp_path / "c.yaml").write_text(text)
@@ -343,7 +350,7 @@ def test_plateau_stop_fires_at_the_first_plateau_epoch(stop):
 @pytest.mark.parametrize("early_stopping,epochs_done", [(True, 2), (False, 4)])
 def test_early_stopping_ends_a_real_run_and_records_convergence(tmp_path, early_stopping, epochs_done):
     """rel_tol 100 makes any second epoch a plateau (window 1), so the run stops after epoch 2 when asked."""
-    cfg = gc.parse_config({"profile": "smoke", "dataset": "digits", "N": 16, "layers": 2, "epochs": 4, "n_train": 128, "batch_size": 64,
+    cfg = gc.chain_config(**{"profile": "smoke", "dataset": "digits", "N": 16, "layers": 2, "epochs": 4, "n_train": 128, "batch_size": 64,
                            "n_val": 64, "n_test": 64, "analysis_samples": 32, "metrics_log_frequency": 3, "device": "cpu",
                            "progress": False, "early_stopping": early_stopping, "plateau_window": 1, "plateau_rel_tol": 100.0})
     res = gc.train_chain(cfg, root=tmp_path)
@@ -357,16 +364,24 @@ def test_early_stopping_ends_a_real_run_and_records_convergence(tmp_path, early_
 # ---------------------------------------------------------------- runs as sweep trials
 
 TRIAL_BASE = {"profile": "smoke", "dataset": "digits", "N": 16, "layers": 2, "epochs": 2, "n_train": 128, "n_val": 64,
-              "n_test": 64, "analysis_samples": 32, "metrics_log_frequency": 4, "device": "cpu", "progress": False,
-              "threads": 1}
+              "n_test": 64, "analysis_samples": 32, "metrics_log_frequency": 4, "device": "cpu", "progress": False}
 
 
 def test_chain_hash_ignores_bookkeeping_and_sees_results_fields():
-    cfg = gc.parse_config({**TRIAL_BASE, "model": "greedy"})
-    same = cfg.model_copy(update={"name": "x", "out_dir": "elsewhere", "progress": True, "threads": 2})
-    assert gc.chain_hash(cfg) == gc.chain_hash(same)
+    h = config_hash(gc.chain_config(**TRIAL_BASE, model="greedy"))
+    assert h == config_hash(gc.chain_config(**{**TRIAL_BASE, "name": "x", "out_dir": "elsewhere", "progress": True}, model="greedy"))
     for change in ({"lr": 2e-3}, {"seed": 1}, {"model": "mlp"}, {"lambda_ace": 0.0}, {"plateau_window": 3}):
-        assert gc.chain_hash(cfg.model_copy(update=change)) != gc.chain_hash(cfg), change
+        assert config_hash(gc.chain_config(**{**TRIAL_BASE, "model": "greedy", **change})) != h, change
+
+
+def test_shipped_config_is_the_report_profile_and_profile_flags_set_sizes():
+    from importlib.resources import files
+    path = files("ablation_harness") / "configs" / "greedy_chain.yaml"
+    assert config_hash(gc.load_chain_config(path)) == config_hash(gc.chain_config(profile="report"))
+    for profile in ("smoke", "full"):
+        for model in ("greedy", "mlp"):
+            assert config_hash(gc.load_chain_config(path, profile=profile, model=model)) == \
+                config_hash(gc.chain_config(profile=profile, model=model))
 
 
 def test_trials_give_the_same_records_on_every_executor_and_resume(tmp_path):
@@ -488,7 +503,7 @@ def seed_runs(tmp_path_factory):
     dirs = {}
     for model in ("greedy", "mlp"):
         cfg = gc.load_chain_config(files("ablation_harness") / "configs" / "greedy_chain.yaml", profile="smoke", model=model,
-                                   progress=False, device="cpu")
+                                   sets={"train.progress": False, "device": "cpu"})
         dirs[model] = gc.train_chain(cfg, root=root).run_dir.path
         gc.evaluate_run(dirs[model])
     return dirs

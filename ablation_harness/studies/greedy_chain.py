@@ -7,17 +7,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import hashlib
 import json
+import inspect
 import math
-import sys
 import time
-import traceback
 import warnings
-from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Literal, Optional, Union
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -30,36 +26,35 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from scipy import stats as sps
 from scipy.linalg import LinAlgWarning
-from pydantic import Field, ValidationError, field_validator
+from pydantic import ValidationError
 from sklearn.metrics import ConfusionMatrixDisplay
-from torch import nn
 
-from ..config import ConfigError, RunConfig, Strict, format_error, read_yaml
-from ..core import (CommandParser, UserError, append_jsonl, atomic_write_json, atomic_write_text, exit_with,
-                                   get_device, guarded, now_iso)
-from ..data import iterate_batches, load_data
+from ..config import (ConfigError, RunConfig, config_hash, format_error, load_config, located, read_yaml,
+                                     set_dotted, validate)
+from ..core import (CommandParser, UserError, atomic_write_json, atomic_write_text, exit_with, get_device,
+                                   guarded)
+from ..data import load_data
 from ..metrics.activations import capture, capture_stream
 from ..metrics.classification import accuracy, confusion, macro_f1, report
 from ..metrics.representation import (GaussianEntropyEMA, anchor_metrics, class_means, holdout_split,
                                                      first_pc, linear_cka, linear_probe, mutual_information_pc1,
                                                      ridge_r2, svd_stats)
-from ..models import GMLP, MLP, anchor_logits, build_model, chain_layers, final_logits
+from ..models import GMLP, anchor_logits, build_model, chain_layers, final_logits
 from ..plots import register_plot, require_columns, save_figure
 from ..runs import find_runs, load_metrics
-from ..stats import format_estimate, plateaued
-from ..sweep import COMPLETE, DIVERGED, Trial, base_record, failed_record
-from ..tasks import ACE_VARIANTS, CHAIN, ace_term, with_options
-from ..train import (Callback, Checkpoint, PlateauStop, Schedule, load_checkpoint, register_callback, run,
-                                    save_checkpoint)
+from ..stats import format_estimate
+from ..sweep import Trial, run_trial
+from ..tasks import ACE_VARIANTS, ace_term
+from ..train import Callback, Schedule, check_run, load_checkpoint, register_callback, run
 
 # %% auto 0
-__all__ = ['CHAIN_DATASETS', 'PROFILE_SIZES', 'PROBE_ALPHA', 'CHAIN_METRICS', 'CHAIN_NON_SEMANTIC', 'MODEL_LABELS',
-           'MODEL_COLORS', 'METRIC_LABELS', 'RQ_QUESTIONS', 'RQ_PANELS', 'FIGURE_KINDS', 'TRAIN_VAL_METRICS',
-           'MULTI_RUN_METRICS', 'train_main', 'eval_main', 'plot_metrics_main', 'show_confusion_main',
-           'run_simulation_main', 'ChainConfig', 'resolve', 'parse_config', 'load_chain_config', 'to_run_config',
-           'chain_task', 'layer_name', 'layer_metrics', 'ChainMetrics', 'ChainRunFiles', 'RunDirCheckpoint', 'run_name',
-           'torch_threads', 'train_chain', 'read_params', 'load_run_model', 'predict', 'layer_features', 'evaluate_run',
-           'chain_hash', 'chain_trials', 'chain_trial', 'seed_image_interval', 'correct_matrix', 'run_info',
+__all__ = ['CHAIN_DATASETS', 'CHAIN_MODELS', 'PROFILE_SIZES', 'CHAIN_DEFAULTS', 'PROBE_ALPHA', 'CHAIN_METRICS', 'chain_trial',
+           'MODEL_LABELS', 'MODEL_COLORS', 'METRIC_LABELS', 'RQ_QUESTIONS', 'RQ_PANELS', 'FIGURE_KINDS',
+           'TRAIN_VAL_METRICS', 'MULTI_RUN_METRICS', 'train_main', 'eval_main', 'plot_metrics_main',
+           'show_confusion_main', 'run_simulation_main', 'chain_params', 'chain_config', 'check_chain', 'with_profile',
+           'load_chain_config', 'layer_name', 'layer_metrics', 'ChainMetrics', 'params_view', 'epoch_log',
+           'read_config', 'write_views', 'run_name', 'train_chain', 'load_run_model', 'predict', 'layer_features',
+           'evaluate_run', 'chain_trials', 'chain_fields', 'seed_image_interval', 'correct_matrix', 'run_info',
            'layer_index', 'chain_metrics_frame', 'final_values', 'test_frame', 'confusion_frame', 'research_table',
            'layer_trend', 'plot_basic_curves', 'plot_confusion', 'show_confusion', 'plot_heatmap', 'plot_train_val',
            'plot_overview', 'plot_distributions', 'plot_architecture_comparison', 'plot_correlation',
@@ -69,6 +64,7 @@ __all__ = ['CHAIN_DATASETS', 'PROFILE_SIZES', 'PROBE_ALPHA', 'CHAIN_METRICS', 'C
 
 # %% ../../nbs/12_studies.greedy_chain.ipynb
 CHAIN_DATASETS = ("mnist", "digits", "mnist_full", "fashion_mnist", "cifar10", "cifar100")
+CHAIN_MODELS = ("greedy", "mlp")
 PROFILE_SIZES = {
     "smoke": {"N": 32, "epochs": 2, "n_train": 1024, "n_val": 256, "n_test": 300, "analysis_samples": 128,
               "metrics_log_frequency": 5},
@@ -77,107 +73,109 @@ PROFILE_SIZES = {
     "full": {"N": 1024, "epochs": 60, "n_train": None, "n_val": 5000, "n_test": None, "analysis_samples": 1024,
              "metrics_log_frequency": 5},
 }
+CHAIN_DEFAULTS = {
+    "profile": "report", "model": "greedy", "seed": 0, "name": None, "device": "auto", "out_dir": "runs", "progress": True,
+    "dataset": "mnist", "data_seed": 0, "download": False, "n_train": None, "n_val": None, "n_test": None,
+    "N": None, "layers": 4, "similarity": "cosine", "tau": 0.1, "anchor_seed": 0, "learnable_anchors": False,
+    "per_layer_anchors": False, "lambda_ace": 1e-3, "ace_variant": "ce",
+    "epochs": None, "batch_size": 128, "optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-4, "scheduler": "cosine",
+    "warmup_fraction": 0.05, "early_stopping": False, "plateau_window": 5, "plateau_rel_tol": 0.01,
+    "metrics_log_frequency": None, "analysis_samples": None, "participation_ratio": True, "ridge_r2": False,
+}
 
-class ChainConfig(Strict):
-    """One run of the greedy-chain study (flat, seed-like keys)."""
-    schema_: Literal["greedy_chain/v1"] = Field("greedy_chain/v1", alias="schema")
-    study: str = "greedy_chain"
-    name: Optional[str] = None
-    profile: Literal["smoke", "report", "full"] = "report"
-    seed: int = 0
-    device: str = "auto"
-    out_dir: str = "runs"
-    dataset: Literal[CHAIN_DATASETS] = "mnist"
-    data_seed: int = 0
-    download: bool = False
-    n_train: Optional[int] = Field(None, gt=0)
-    n_val: Optional[int] = Field(None, gt=0)
-    n_test: Optional[int] = Field(None, gt=0)
-    model: Literal["greedy", "mlp"] = "greedy"
-    N: Optional[int] = Field(None, gt=0)
-    layers: int = Field(4, ge=1)
-    similarity: Literal["cosine", "l2"] = "cosine"
-    tau: float = Field(0.1, gt=0)
-    lambda_ace: Union[float, list[float]] = 1e-3
-    ace_variant: Literal[ACE_VARIANTS] = "ce"
-    anchor_seed: int = 0
-    learnable_anchors: bool = False
-    per_layer_anchors: bool = False
-    epochs: Optional[int] = Field(None, gt=0)
-    batch_size: int = Field(128, gt=0)
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    scheduler: Literal["cosine", "constant"] = "cosine"
-    warmup_fraction: float = Field(0.05, ge=0, lt=1)
-    early_stopping: bool = False
-    plateau_window: int = Field(5, ge=1)
-    plateau_rel_tol: float = Field(0.01, ge=0)
-    metrics_log_frequency: Optional[int] = Field(None, gt=0)
-    analysis_samples: Optional[int] = Field(None, ge=8)
-    participation_ratio: bool = True
-    ridge_r2: bool = False
-    threads: Optional[int] = Field(None, ge=1)
-    progress: bool = True
+def chain_params(**params) -> dict:
+    """The study's flat parameters: defaults, then `params`, then the profile's sizes where still None."""
+    unknown = sorted(set(params) - set(CHAIN_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"config error: unknown parameter {unknown[0]!r} (known: {', '.join(CHAIN_DEFAULTS)})")
+    p = {**CHAIN_DEFAULTS, **params}
+    if p["profile"] not in PROFILE_SIZES:
+        raise ConfigError(f"config error: profile: unknown {p['profile']!r} (one of {', '.join(PROFILE_SIZES)})")
+    return {**p, **{k: v for k, v in PROFILE_SIZES[p["profile"]].items() if p[k] is None}}
 
-    @field_validator("lambda_ace")
-    @classmethod
-    def _one_per_layer(cls, v, info):
-        """A list of lambdas needs one entry per layer."""
-        n = info.data.get("layers")
-        if isinstance(v, list) and n is not None and len(v) != n:
-            raise ValueError(f"needs one value per layer ({n}), got {len(v)}")
-        return v
+def _sections(p: dict) -> dict:
+    """The RunConfig sections of resolved flat parameters."""
+    options = {k: p[k] for k in ("tau", "similarity", "anchor_seed", "learnable_anchors", "per_layer_anchors")}
+    metrics = {"name": "chain_metrics", "every": p["metrics_log_frequency"], "samples": p["analysis_samples"],
+               "tau": p["tau"], "similarity": p["similarity"], "ace_variant": p["ace_variant"],
+               "participation_ratio": p["participation_ratio"], "ridge_r2": p["ridge_r2"], "seed": p["data_seed"]}
+    plateau = {"name": "plateau_stop", "window": p["plateau_window"], "rel_tol": p["plateau_rel_tol"], "monitor": "val/ce",
+               "mode": "min", "stop": p["early_stopping"]}
+    return {
+        "study": "greedy_chain", "name": p["name"], "seed": p["seed"], "device": p["device"], "out_dir": p["out_dir"],
+        "data": {"name": p["dataset"], "download": p["download"], "n_train": p["n_train"], "n_val": p["n_val"],
+                 "n_test": p["n_test"], "seed": p["data_seed"], "flatten": True},
+        "model": {"name": p["model"], "width": p["N"], "depth": p["layers"], "options": options},
+        "task": "chain", "task_options": {"lambda_ace": p["lambda_ace"], "ace_variant": p["ace_variant"]},
+        "optim": {"name": p["optimizer"], "lr": p["lr"], "weight_decay": p["weight_decay"]},
+        "scheduler": {"name": p["scheduler"], "warmup_fraction": p["warmup_fraction"]},
+        "train": {"epochs": p["epochs"], "batch_size": p["batch_size"], "analysis_batch_size": p["analysis_samples"],
+                  "progress": p["progress"]},
+        "checkpoint": {"best": True, "last": True, "monitor": "val/acc", "mode": "max"},
+        "callbacks": [metrics, plateau]}
 
-    def lambdas(self) -> list[float]:
-        """lambda_i for every layer (the last one is unused)."""
-        return list(self.lambda_ace) if isinstance(self.lambda_ace, list) else [float(self.lambda_ace)] * self.layers
+def chain_config(**params) -> RunConfig:
+    """The run config of the study's flat parameters (see `chain_params`), checked by `check_chain`."""
+    try:
+        cfg = RunConfig.model_validate(_sections(chain_params(**params)))
+    except ValidationError as e:
+        raise ConfigError(format_error(e, "<parameters>")) from None
+    return check_chain(cfg)
 
 # %% ../../nbs/12_studies.greedy_chain.ipynb
-def resolve(cfg: ChainConfig) -> ChainConfig:
-    """Fill the sizes left empty from the profile."""
-    fill = {k: v for k, v in PROFILE_SIZES[cfg.profile].items() if getattr(cfg, k) is None}
-    return cfg.model_copy(update=fill)
+def _chain_problem(cfg: RunConfig) -> str | None:
+    """The first field of a run config that the chain study cannot train, as `field: message`, or None."""
+    opts, task = cfg.model.options, cfg.task_options
+    known = set(inspect.signature(GMLP).parameters) - {"in_features", "width", "depth", "num_classes"}
+    lam = task.get("lambda_ace", 0.0)
+    checks = [
+        (cfg.data.name in CHAIN_DATASETS, "data.name", f"the chain study takes {', '.join(CHAIN_DATASETS)}"),
+        (cfg.model.name in CHAIN_MODELS, "model.name", f"the chain study takes {', '.join(CHAIN_MODELS)}"),
+        (cfg.task == "chain", "task", "the chain study trains the 'chain' task"),
+        (set(opts) <= known, "model.options", f"unknown option (known: {', '.join(sorted(known))})"),
+        (opts.get("similarity", "cosine") in ("cosine", "l2"), "model.options.similarity", "use cosine or l2"),
+        (isinstance(opts.get("tau", 1), (int, float)) and opts.get("tau", 1) > 0, "model.options.tau", "must be > 0"),
+        (task.get("ace_variant", "ce") in ACE_VARIANTS, "task_options.ace_variant", f"one of {', '.join(ACE_VARIANTS)}"),
+        (not isinstance(lam, list) or len(lam) == cfg.model.depth, "task_options.lambda_ace",
+         f"needs one value per layer ({cfg.model.depth})"),
+    ]
+    return next((f"{field}: {msg}" for ok, field, msg in checks if not ok), None)
 
-def parse_config(data: dict, source: str = "<dict>") -> ChainConfig:
-    """Validate a dict as a resolved ChainConfig; errors are one ConfigError line naming the field."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"config error in {source}: top level must be a mapping")
+def check_chain(cfg: RunConfig, source: str = "<parameters>") -> RunConfig:
+    """`cfg` when the chain study can train it, else a one-line ConfigError naming the field."""
+    problem = _chain_problem(cfg)
+    if problem:
+        raise ConfigError(f"config error in {source}: {problem}")
     try:
-        cfg = resolve(ChainConfig.model_validate(data))
-        to_run_config(cfg)
-    except ValidationError as e:
-        raise ConfigError(format_error(e, source)) from None
+        check_run(cfg)
+    except ConfigError as e:
+        raise located(e, source) from None
     return cfg
 
-def load_chain_config(path, **overrides) -> ChainConfig:
-    """Read a greedy_chain YAML file, apply top-level overrides (None = keep), validate and resolve."""
-    data = read_yaml(path)
-    data = {**data, **{k: v for k, v in overrides.items() if v is not None}} if isinstance(data, dict) else data
-    return parse_config(data, str(path))
-
 # %% ../../nbs/12_studies.greedy_chain.ipynb
-def to_run_config(cfg: ChainConfig, name: str | None = None) -> RunConfig:
-    """The package RunConfig of a resolved ChainConfig."""
-    options = {"tau": cfg.tau, "similarity": cfg.similarity, "anchor_seed": cfg.anchor_seed,
-               "learnable_anchors": cfg.learnable_anchors, "per_layer_anchors": cfg.per_layer_anchors}
-    return RunConfig.model_validate({
-        "study": cfg.study, "name": name or cfg.name, "seed": cfg.seed, "device": cfg.device, "out_dir": cfg.out_dir,
-        "data": {"name": cfg.dataset, "download": cfg.download, "n_train": cfg.n_train, "n_val": cfg.n_val,
-                 "n_test": cfg.n_test, "seed": cfg.data_seed, "flatten": True},
-        "model": {"name": cfg.model, "width": cfg.N, "depth": cfg.layers,
-                  "options": options if cfg.model == "greedy" else {}},
-        "optim": {"name": cfg.optimizer, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
-        "scheduler": {"name": cfg.scheduler, "warmup_fraction": cfg.warmup_fraction},
-        "train": {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "analysis_batch_size": cfg.analysis_samples,
-                  "progress": cfg.progress},
-        "checkpoint": {"best": False, "last": False},
-    })
+def with_profile(d: dict, profile: str) -> dict:
+    """A run-config mapping with the sizes of `profile` set (data, width, epochs, metric schedule and samples)."""
+    s = PROFILE_SIZES[profile]
+    for path, key in (("data.n_train", "n_train"), ("data.n_val", "n_val"), ("data.n_test", "n_test"), ("model.width", "N"),
+                      ("train.epochs", "epochs"), ("train.analysis_batch_size", "analysis_samples")):
+        d = set_dotted(d, path, s[key])
+    for cb in d.get("callbacks", []):
+        if cb.get("name") == "chain_metrics":
+            cb.update(every=s["metrics_log_frequency"], samples=s["analysis_samples"])
+    return d
 
-# %% ../../nbs/12_studies.greedy_chain.ipynb
-def chain_task(cfg: ChainConfig) -> Task:
-    """The `tasks.CHAIN` task of a resolved config: summed local losses (GMLP) or cross-entropy (MLP)."""
-    return with_options(CHAIN, {"lambda_ace": cfg.lambdas(), "ace_variant": cfg.ace_variant}) if cfg.model == "greedy" else CHAIN
+def load_chain_config(path, seed=None, profile=None, model=None, out_dir=None, sets: dict | None = None) -> RunConfig:
+    """Read a chain run config (YAML), apply the command-line overrides (None = keep) and dotted `sets`, check it."""
+    d = read_yaml(path)
+    validate(d, str(path))                                      # the file itself, as written
+    d = with_profile(d, profile) if profile else d
+    for key, value in {"seed": seed, "model.name": model, "out_dir": out_dir, **(sets or {})}.items():
+        d = d if value is None else set_dotted(d, key, value)
+    try:
+        cfg = RunConfig.model_validate(d)
+    except ValidationError as e:
+        raise ConfigError(format_error(e, str(path))) from None
+    return check_chain(cfg, str(path))
 
 # %% ../../nbs/12_studies.greedy_chain.ipynb
 PROBE_ALPHA = 1e-3
@@ -270,66 +268,64 @@ class ChainMetrics(Callback):
             trainer.log_many([{**r, "split": split} for r in rows])
 
 # %% ../../nbs/12_studies.greedy_chain.ipynb
-class ChainRunFiles(Callback):
-    """Write params.yaml at the start and one log.jsonl row per epoch."""
-    def __init__(self, params: dict):
-        self.params = params
+def params_view(cfg: RunConfig) -> dict:
+    """The seed's flat parameters of a chain run config."""
+    cb = {c.name: c.model_extra for c in cfg.callbacks}
+    plateau, metrics = cb.get("plateau_stop", {}), cb.get("chain_metrics", {})
+    return {"study": cfg.study, "seed": cfg.seed, "device": cfg.device, "dataset": cfg.data.name, "data_seed": cfg.data.seed,
+            "n_train": cfg.data.n_train, "n_val": cfg.data.n_val, "n_test": cfg.data.n_test, "model": cfg.model.name,
+            "N": cfg.model.width, "layers": cfg.model.depth, **cfg.model.options, **cfg.task_options,
+            "epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size, "optimizer": cfg.optim.name, "lr": cfg.optim.lr,
+            "weight_decay": cfg.optim.weight_decay, "scheduler": cfg.scheduler.name,
+            "warmup_fraction": cfg.scheduler.warmup_fraction, "early_stopping": plateau.get("stop"),
+            "plateau_window": plateau.get("window"), "plateau_rel_tol": plateau.get("rel_tol"),
+            "metrics_log_frequency": metrics.get("every"), "analysis_samples": cfg.train.analysis_batch_size}
 
-    def on_fit_start(self, trainer):
-        atomic_write_text(trainer.run_dir.file("params.yaml"), yaml.safe_dump(self.params, sort_keys=False))
+def epoch_log(run_dir) -> pd.DataFrame:
+    """One row per epoch from metrics.jsonl: epoch, step, train/loss, val/loss, val/acc, val/ce, lr."""
+    df = load_metrics(run_dir)
+    df = df[df["layer"].isna()]
+    ends = df[df["metric"] == "epoch_loss"].set_index("epoch")
+    out = pd.DataFrame({"epoch": ends.index + 1, "step": ends["step"], "train/loss": ends["value"]})
+    val = df[df["split"] == "val"].pivot_table(index="epoch", columns="metric", values="value", aggfunc="last")
+    out = out.join(val.add_prefix("val/"))
+    lr = df[df["metric"] == "lr"].groupby("epoch")["value"].last()
+    return out.assign(lr=lr).reset_index(drop=True)
 
-    def on_epoch_end(self, trainer):
-        row = {**trainer.history[-1], "lr": trainer.optimizer.param_groups[0]["lr"], "time": now_iso()}
-        append_jsonl(trainer.run_dir.file("log.jsonl"), row)
+def read_config(run_dir) -> RunConfig:
+    """The RunConfig of a run directory (its config.yaml)."""
+    return load_config(Path(run_dir) / "config.yaml")
 
-class RunDirCheckpoint(Checkpoint):
-    """The package Checkpoint, writing best.pt / last.pt into the run directory itself."""
-    def _save(self, trainer, name):
-        save_checkpoint(trainer.run_dir.file(name), trainer.model, trainer.optimizer, epoch=trainer.epoch, step=trainer.step)
+def write_views(run_dir) -> None:
+    """Write the seed-named views params.yaml and log.jsonl from the run directory."""
+    run_dir = Path(run_dir)
+    atomic_write_text(run_dir / "params.yaml", yaml.safe_dump(params_view(read_config(run_dir)), sort_keys=False))
+    rows = epoch_log(run_dir).to_dict("records")
+    atomic_write_text(run_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
-def run_name(cfg: ChainConfig, root) -> str:
+def run_name(cfg: RunConfig, root) -> str:
     """A timestamped run id that does not exist yet under root/study."""
-    base = cfg.name or f"{cfg.dataset}_{cfg.model}_s{cfg.seed}_{_dt.datetime.now():%Y-%m-%d_%H-%M-%S}"
+    base = cfg.name or f"{cfg.data.name}_{cfg.model.name}_s{cfg.seed}_{_dt.datetime.now():%Y-%m-%d_%H-%M-%S}"
     name, k, parent = base, 1, Path(root) / cfg.study
     while (parent / name).exists():
         k += 1
         name = f"{base}_{k}"
     return name
 
-@contextmanager
-def torch_threads(n: int | None):
-    """Run the block with n intra-op threads (None: unchanged), restoring the previous number."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-def train_chain(cfg: ChainConfig, root=None):
-    """Train one resolved config into a timestamped run directory; returns the package RunResult."""
-    cfg = resolve(cfg)
+def train_chain(cfg: RunConfig, root=None):
+    """Train one chain config into a new run directory and write its views; returns the package RunResult."""
     root = root or cfg.out_dir
-    callbacks = [ChainMetrics(cfg.metrics_log_frequency, cfg.analysis_samples, cfg.tau, cfg.similarity, cfg.ace_variant,
-                              cfg.participation_ratio, cfg.ridge_r2, seed=cfg.data_seed),
-                 ChainRunFiles(cfg.model_dump(mode="json", by_alias=True)),
-                 RunDirCheckpoint(monitor="val/acc", mode="max"),
-                 PlateauStop(cfg.plateau_window, cfg.plateau_rel_tol, monitor="val/ce", stop=cfg.early_stopping)]
-    with torch_threads(cfg.threads):
-        return run(to_run_config(cfg, run_name(cfg, root)), chain_task(cfg), callbacks, root=root)
+    res = run(cfg.model_copy(update={"name": run_name(cfg, root)}), root=root)
+    write_views(res.run_dir.path)
+    return res
 
 # %% ../../nbs/12_studies.greedy_chain.ipynb
-def read_params(run_dir) -> ChainConfig:
-    """The resolved study config of a run directory."""
-    return parse_config(read_yaml(Path(run_dir) / "params.yaml"), str(Path(run_dir) / "params.yaml"))
-
 def load_run_model(run_dir, checkpoint: str = "best", device: str = "cpu"):
-    """(model in eval mode, config, data bundle) of a run, weights from best.pt or last.pt."""
-    cfg = read_params(run_dir)
-    data = load_data(to_run_config(cfg).data)
-    model = build_model(to_run_config(cfg).model, data.input_shape, data.num_classes)
-    state = load_checkpoint(Path(run_dir) / f"{checkpoint}.pt", map_location=device)
+    """(model in eval mode, config, data bundle, checkpoint) of a run, weights from ckpt/best.pt or ckpt/last.pt."""
+    cfg = read_config(run_dir)
+    data = load_data(cfg.data)
+    model = build_model(cfg.model, data.input_shape, data.num_classes)
+    state = load_checkpoint(Path(run_dir) / "ckpt" / f"{checkpoint}.pt", map_location=device)
     model.load_state_dict(state["model"])
     return model.to(device).eval(), cfg, data, state
 
@@ -346,7 +342,7 @@ def layer_features(model, x: torch.Tensor, batch_size: int = 1024) -> list[torch
 def evaluate_run(run_dir, checkpoint: str = "best", probe_samples: int = 2000, device: str = "cpu") -> dict:
     """Test-set evaluation of a run; writes test_results.json, confusion.npy and class_report.json."""
     run_dir = Path(run_dir)
-    with torch_threads(read_params(run_dir).threads), warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", LinAlgWarning)
         return _evaluate(run_dir, checkpoint, probe_samples, device)
 
@@ -360,7 +356,7 @@ def _evaluate(run_dir: Path, checkpoint: str, probe_samples: int, device: str) -
     tr_feats, te_feats = layer_features(model, fit.x), layer_features(model, test.x)
     probes = {layer_name(i): linear_probe(a, fit.y, b, y, "ridge", alpha=PROBE_ALPHA)["accuracy"]
               for i, (a, b) in enumerate(zip(tr_feats, te_feats))}
-    res = {"run_id": run_dir.name, "model": cfg.model, "dataset": cfg.dataset, "seed": cfg.seed,
+    res = {"run_id": run_dir.name, "model": cfg.model.name, "dataset": cfg.data.name, "seed": cfg.seed,
            "checkpoint": checkpoint, "epoch": int(state.get("epoch", -1)) + 1, "step": int(state.get("step", 0)),
            "n_test": len(y), "test_accuracy": accuracy(y, logits), "test_macro_f1": macro_f1(y, logits),
            "test_cross_entropy": F.cross_entropy(logits, y).item(), "layer_probe_accuracy": probes,
@@ -375,41 +371,27 @@ def _evaluate(run_dir: Path, checkpoint: str, probe_samples: int, device: str) -
     return res
 
 # %% ../../nbs/12_studies.greedy_chain.ipynb
-CHAIN_NON_SEMANTIC = {"name", "out_dir", "progress", "threads"}
-
-def chain_hash(cfg: ChainConfig, n: int = 16) -> str:
-    """Stable hash of the result-relevant fields of a resolved config."""
-    d = cfg.model_dump(mode="json", by_alias=True, exclude=CHAIN_NON_SEMANTIC)
-    return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:n]
-
 def chain_trials(base: dict, models, seeds, root) -> list[Trial]:
-    """One sweep trial per (model, seed) of a base config dict, rooted at `root`."""
+    """One sweep trial per (model, seed) of the study's flat parameters `base`, rooted at `root`."""
     trials = []
     for model in models:
         for seed in seeds:
-            cfg = parse_config({**base, "model": model, "seed": seed})
-            h = chain_hash(cfg)
-            cfg = cfg.model_copy(update={"name": f"{model}_s{seed}_{h[:8]}"})
+            cfg = chain_config(**{**base, "model": model, "seed": seed})
+            h = config_hash(cfg)
+            cfg.name = f"{model}_s{seed}_{h[:8]}"
             trials.append(Trial(cfg.name, cfg.model_dump(mode="json", by_alias=True), h, seed, {"model": model},
                                 str(Path(root).resolve()), cfg.study))
     return trials
 
-def chain_trial(trial: Trial) -> dict:
-    """Sweep trial function: train one (model, seed) run, evaluate it on the test split, return its record."""
-    t0, c0 = time.perf_counter(), time.process_time()
-    try:
-        res = train_chain(parse_config(trial.config), root=trial.root)
-        ev = evaluate_run(res.run_dir.path)
-    except Exception:
-        return failed_record(trial, traceback.format_exc(), time.perf_counter() - t0)
-    s = res.summary
-    return {**base_record(trial), "run_dir": str(res.run_dir.path), "model": trial.swept["model"],
-            "n_train": len(res.trainer.train_data), "n_val": len(res.trainer.val_data), "n_test": ev["n_test"],
+def chain_fields(res, cfg: RunConfig) -> dict:
+    """The study's record fields of a trained trial: writes its views and evaluates it on the test split."""
+    write_views(res.run_dir.path)
+    ev, s = evaluate_run(res.run_dir.path), res.summary
+    return {"n_train": len(res.trainer.train_data), "n_val": len(res.trainer.val_data), "n_test": ev["n_test"],
             "test_accuracy": ev["test_accuracy"], "test_macro_f1": ev["test_macro_f1"], "best_epoch": ev["epoch"],
-            "epochs_done": s["epochs_done"], "steps": s["steps"], "converged": s["converged"],
-            "plateau_epoch": s["plateau_epoch"], **{k: v for k, v in s.items() if k.startswith(("final/", "best/"))},
-            "wall_time_s": round(time.perf_counter() - t0, 3), "cpu_time_s": round(time.process_time() - c0, 3),
-            "state": DIVERGED if res.status == "diverged" else COMPLETE}
+            "converged": s["converged"], "plateau_epoch": s["plateau_epoch"]}
+
+chain_trial = partial(run_trial, fields=chain_fields)
 
 # %% ../../nbs/12_studies.greedy_chain.ipynb
 def seed_image_interval(x, level: float = 0.95) -> dict:
@@ -450,10 +432,10 @@ def run_info(run_dirs) -> pd.DataFrame:
     """One row per run directory: run_id, run_dir, model, seed, dataset, N, layers, label."""
     rows = []
     for rd in find_runs(run_dirs):
-        p = yaml.safe_load((rd / "params.yaml").read_text())
-        rows.append({"run_id": rd.name, "run_dir": str(rd), "model": p["model"], "seed": p["seed"],
-                     "dataset": p["dataset"], "N": p["N"], "layers": p["layers"],
-                     "label": f"{MODEL_LABELS[p['model']]} s{p['seed']}"})
+        c = yaml.safe_load((rd / "config.yaml").read_text())
+        model = c["model"]["name"]
+        rows.append({"run_id": rd.name, "run_dir": str(rd), "model": model, "seed": c["seed"], "dataset": c["data"]["name"],
+                     "N": c["model"]["width"], "layers": c["model"]["depth"], "label": f"{MODEL_LABELS[model]} s{c['seed']}"})
     return pd.DataFrame(rows)
 
 def layer_index(layer) -> float:
@@ -1040,10 +1022,10 @@ class UsageError(UserError):
 
 def _config_args(p: argparse.ArgumentParser) -> None:
     """The options shared by greedy-train and greedy-run-simulation."""
-    p.add_argument("--config", required=True, help="greedy_chain/v1 YAML file (see ablation_harness/configs/greedy_chain.yaml)")
+    p.add_argument("--config", required=True, help="run/v1 YAML file of the chain study (see ablation_harness/configs/greedy_chain.yaml)")
     p.add_argument("--out_dir", help="root of the run directories (default: out_dir of the config)")
     p.add_argument("--seed", type=int, help="override the seed")
-    p.add_argument("--profile", choices=list(PROFILE_SIZES), help="override the profile (fills sizes left empty)")
+    p.add_argument("--profile", choices=list(PROFILE_SIZES), help="set the sizes of this profile (width, epochs, data sizes, metric schedule)")
     p.add_argument("--model", choices=["greedy", "mlp"], help="override the model")
 
 def _train_from_args(a):
@@ -1056,7 +1038,7 @@ def _train_from_args(a):
 def train_cli(argv=None):
     """greedy-train: train one MLP or GMLP run."""
     p = CommandParser(prog="greedy-train", description="Train an MLP or a greedy MLP (GMLP) from a greedy_chain "
-                                "YAML config into <out_dir>/<study>/<dataset>_<model>_s<seed>_<timestamp>/; prints the run directory.")
+                                "run config into <out_dir>/<study>/<dataset>_<model>_s<seed>_<timestamp>/; prints the run directory.")
     _config_args(p)
     res, _ = _train_from_args(p.parse_args(argv))
     print(res.run_dir.path)
@@ -1072,8 +1054,8 @@ def eval_cli(argv=None):
     p.add_argument("--confusion", action="store_true", help="also draw figures/confusion_matrix{,_normalized}.png")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     a = p.parse_args(argv)
-    if not (Path(a.run_dir) / "params.yaml").exists():
-        raise FileNotFoundError(f"not a greedy_chain run directory (no params.yaml): {a.run_dir}")
+    if not (Path(a.run_dir) / "config.yaml").exists():
+        raise FileNotFoundError(f"not a run directory (no config.yaml): {a.run_dir}")
     res = evaluate_run(a.run_dir, a.checkpoint, device=a.device)
     print(f"{res['run_id']}: test accuracy {res['test_accuracy']:.4f}, macro-F1 {res['test_macro_f1']:.4f} (n={res['n_test']})")
     if a.confusion:
