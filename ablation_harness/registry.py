@@ -118,7 +118,7 @@ CALLBACKS = Registry("callback", {
     "layer_correlation": "ablation_harness.studies.feature_signal:LayerCorrelation",
     "console_metrics": "ablation_harness.studies.feature_signal:ConsoleMetrics",
     "grad_sign_window": "ablation_harness.studies.optimization_insight:GradSignWindow",
-    "chain_metrics": "ablation_harness.studies.greedy_chain:ChainMetrics",
+    "chain_metrics": "ablation_harness.studies.greedy_chain.metrics:ChainMetrics",
     "batch_scaling_log": "ablation_harness.studies.batch_scaling:BatchScalingLogger",
     "gradient_noise": "ablation_harness.studies.batch_scaling:GradientNoise",
     "noise_probe": "ablation_harness.studies.batch_scaling:NoiseProbe",

@@ -17,7 +17,14 @@ matplotlib.use("Agg")
 from ablation_harness.data import iterate_batches, load_data  # noqa: E402
 from ablation_harness.metrics.representation import first_pc, mutual_information_pc1  # noqa: E402
 from ablation_harness.models import GMLP, MLP, anchor_logits, final_logits, make_anchors  # noqa: E402
-from ablation_harness.studies import greedy_chain as gc  # noqa: E402
+from ablation_harness.studies.greedy_chain.analysis import (chain_metrics_frame, confusion_frame, final_values, research_table)  # noqa: E402
+from ablation_harness.studies.greedy_chain.analysis import test_frame as runs_test_frame  # noqa: E402
+from ablation_harness.studies.greedy_chain.cli import (MULTI_RUN_METRICS, eval_cli, make_figures, plot_metrics_cli, run_simulation_cli, show_confusion_cli, train_cli)  # noqa: E402
+from ablation_harness.studies.greedy_chain.comparison import (plot_architecture_comparison, plot_architecture_metric, plot_correlation, plot_distributions, plot_layer_progression, plot_metrics_heatmap, plot_research_questions)  # noqa: E402
+from ablation_harness.studies.greedy_chain.evaluation import (correct_matrix, evaluate_run, load_run_model, predict, seed_image_interval)  # noqa: E402
+from ablation_harness.studies.greedy_chain.figures import (plot_basic_curves, plot_confusion, plot_heatmap, plot_layerwise, plot_multi_run, plot_overview, plot_timeline, plot_train_val, show_confusion)  # noqa: E402
+from ablation_harness.studies.greedy_chain.metrics import (CHAIN_METRICS)  # noqa: E402
+from ablation_harness.studies.greedy_chain.study import (chain_config, chain_trial, chain_trials, load_chain_config, train_chain)  # noqa: E402
 from ablation_harness.tasks import ace_term, local_losses  # noqa: E402
 from ablation_harness.config import config_hash  # noqa: E402
 from ablation_harness.tasks import CHAIN, with_options  # noqa: E402
@@ -54,7 +61,7 @@ def test_backprop_mlp_is_not_local():
 
 
 def test_trainer_with_one_optimizer_equals_one_adam_per_layer():
-    rcfg = gc.chain_config(**{"profile": "smoke", "dataset": "digits", "N": 16, "layers": 3, "epochs": 1, "n_train": 192,
+    rcfg = chain_config(**{"profile": "smoke", "dataset": "digits", "N": 16, "layers": 3, "epochs": 1, "n_train": 192,
                            "n_val": 64, "n_test": 64, "batch_size": 64, "scheduler": "constant", "warmup_fraction": 0.0,
                            "lambda_ace": [0.3, 0.2, 0.0], "device": "cpu", "progress": False})
     data = load_data(rcfg.data)
@@ -172,8 +179,8 @@ def runs(tmp_path_factory):
             "device": "cpu", "progress": False}
     dirs = []
     for model in ("greedy", "mlp"):
-        res = gc.train_chain(gc.chain_config(**{**base, "model": model}), root=root)
-        gc.evaluate_run(res.run_dir.path)
+        res = train_chain(chain_config(**{**base, "model": model}), root=root)
+        evaluate_run(res.run_dir.path)
         dirs.append(res.run_dir.path)
     return dirs
 
@@ -186,9 +193,9 @@ def test_run_directory_files(runs):
         assert [r["epoch"] for r in log] == [1, 2] and all("val/acc" in r for r in log)
         for ck in ("best.pt", "last.pt"):
             assert load_checkpoint(rd / "ckpt" / ck)["model"] and not (rd / ck).exists()
-        df = gc.chain_metrics_frame(rd)
-        chain = df[df["metric"].isin(gc.CHAIN_METRICS)]
-        assert set(chain["metric"]) == set(gc.CHAIN_METRICS)
+        df = chain_metrics_frame(rd)
+        chain = df[df["metric"].isin(CHAIN_METRICS)]
+        assert set(chain["metric"]) == set(CHAIN_METRICS)
         assert set(chain["split"]) == {"train", "val"} and set(chain["layer"]) == {"layer_0", "layer_1", "layer_2"}
         assert set(chain["step"]) == {0, 2, 4, 6, 8}
         ace_layers = set(chain[chain["metric"] == "ace_regularizer"]["layer"])
@@ -198,8 +205,8 @@ def test_run_directory_files(runs):
 def test_evaluation_files_have_the_documented_content(runs):
     for rd in runs:
         res = json.loads((rd / "test_results.json").read_text())
-        model, cfg, data, _ = gc.load_run_model(rd)
-        out = gc.predict(model, data.test.x)
+        model, cfg, data, _ = load_run_model(rd)
+        out = predict(model, data.test.x)
         y = data.test.y.numpy()
         pred = final_logits(out).argmax(1).numpy()
         expected = np.zeros((10, 10), dtype=np.int64)
@@ -219,62 +226,65 @@ def test_evaluation_files_have_the_documented_content(runs):
 
 
 def test_every_plot_type_draws_the_real_data(runs):
-    df, tests = gc.chain_metrics_frame(runs), gc.test_frame(runs)
+    df, tests = chain_metrics_frame(runs), runs_test_frame(runs)
     val = df[df["split"] == "val"]
     labels = sorted(df["label"].unique())
 
-    fig = gc.plot_basic_curves(df)
+    fig = plot_basic_curves(df)
     acc = val[val["metric"] == "acc"]
     assert sorted(map(tuple, lines_y(fig.axes[2]))) == sorted(tuple(g["value"]) for _, g in acc.groupby("label"))
 
-    cm = gc.confusion_frame(runs[0])
+    cm = confusion_frame(runs[0])
     raw = np.load(runs[0] / "confusion.npy")
-    assert np.array_equal(np.asarray(gc.plot_confusion(cm).axes[0].images[0].get_array()), raw)
-    norm = np.asarray(gc.plot_confusion(cm, normalize=True).axes[0].images[0].get_array())
+    assert np.array_equal(np.asarray(plot_confusion(cm).axes[0].images[0].get_array()), raw)
+    norm = np.asarray(plot_confusion(cm, normalize=True).axes[0].images[0].get_array())
     np.testing.assert_allclose(norm, raw / raw.sum(1, keepdims=True))
 
-    fig = gc.plot_heatmap(df, "probe_accuracy", "val")
+    fig = plot_heatmap(df, "probe_accuracy", "val")
     sub = val[(val["metric"] == "probe_accuracy") & (val["label"] == labels[0])]
     expected = sub.pivot_table(index="layer_idx", columns="step", values="value").to_numpy()
     np.testing.assert_allclose(np.asarray(fig.axes[0].collections[0].get_array()).reshape(expected.shape), expected)
 
-    fig = gc.plot_train_val(df, "cross_entropy")
+    fig = plot_train_val(df, "cross_entropy")
     assert len(fig.axes[0].get_lines()) == 2 * len(labels)
     ce0 = df[(df["metric"] == "cross_entropy") & (df["layer"] == "layer_0")]
     assert sorted(map(tuple, lines_y(fig.axes[0]))) == sorted(tuple(g["value"]) for _, g in ce0.groupby(["label", "split"]))
 
-    fig = gc.plot_overview(df, "val")
+    fig = plot_overview(df, "val")
     mean = val[val["metric"] == "accuracy"].groupby(["model", "layer_idx", "step"])["value"].mean()
     assert sorted(map(tuple, lines_y(fig.axes[0]))) == sorted(tuple(g.values) for _, g in mean.groupby(level=[0, 1]))
 
-    fig = gc.plot_distributions(df, "val")
+    fig = plot_distributions(df, "val")
     medians = val[val["metric"] == "margin"].groupby(["layer_idx", "model"])["value"].median()
-    panel = fig.axes[gc.CHAIN_METRICS.index("margin")]
+    panel = fig.axes[CHAIN_METRICS.index("margin")]
     drawn = {round(float(y[0]), 9) for y in lines_y(panel) if len(y) == 2 and y[0] == y[1]}
     assert panel.get_title() == "margin" and len(panel.patches) == len(medians)
     assert {round(float(m), 9) for m in medians} <= drawn
 
-    fin = gc.final_values(df)
-    fig = gc.plot_architecture_comparison(fin, tests)
+    fin = final_values(df)
+    fig = plot_architecture_comparison(fin, tests)
     want = fin[fin["metric"] == "accuracy"].groupby(["model", "layer_idx"])["value"].mean()
     assert sorted(map(tuple, lines_y(fig.axes[0]))) == sorted(tuple(g.values) for _, g in want.groupby(level=0))
 
-    fig = gc.plot_correlation(df, "val")
-    wide = val[val["metric"].isin(gc.CHAIN_METRICS)].pivot_table(index=["run_id", "step", "layer"], columns="metric", values="value")
-    wide = wide[[m for m in gc.CHAIN_METRICS if m in wide.columns]]
+    fig = plot_correlation(df, "val")
+    wide = val[val["metric"].isin(CHAIN_METRICS)].pivot_table(index=["run_id", "step", "layer"], columns="metric", values="value")
+    wide = wide[[m for m in CHAIN_METRICS if m in wide.columns]]
     a, b = list(wide.columns).index("accuracy"), list(wide.columns).index("cross_entropy")
     ok = wide[["accuracy", "cross_entropy"]].dropna()
-    assert np.asarray(fig.axes[0].images[0].get_array())[a, b] == pytest.approx(spearmanr(ok["accuracy"], ok["cross_entropy"])[0])
+    k = wide.shape[1]
+    drawn = np.asarray(fig.axes[0].collections[0].get_array()).reshape(k, k)
+    assert drawn[a, b] == pytest.approx(spearmanr(ok["accuracy"], ok["cross_entropy"])[0])
+    assert f"{drawn[a, b]:.2f}" in [t.get_text() for t in fig.axes[0].texts]          # annotated
 
-    fig = gc.plot_layer_progression(df)
+    fig = plot_layer_progression(df)
     last = val[(val["metric"] == "probe_accuracy") & (val["model"] == "greedy") & (val["step"] == val["step"].max())]
     np.testing.assert_allclose(lines_y(fig.axes[0])[-1], last.groupby("layer_idx")["value"].mean().to_numpy())
 
-    fig = gc.plot_timeline(df, "margin", "layer_1")
+    fig = plot_timeline(df, "margin", "layer_1")
     tl = df[(df["metric"] == "margin") & (df["layer"] == "layer_1")]
     assert sorted(map(tuple, lines_y(fig.axes[0]))) == sorted(tuple(g["value"]) for _, g in tl.groupby(["label", "split"]))
 
-    fig = gc.plot_research_questions(gc.research_table(df, tests))
+    fig = plot_research_questions(research_table(df, tests))
     probes = {rd.name: json.loads((rd / "test_results.json").read_text()) for rd in runs}
     want = sorted(tuple(r["layer_probe_accuracy"][f"layer_{i}"] for i in range(3)) for r in probes.values())
     np.testing.assert_allclose(sorted(map(tuple, lines_y(fig.axes[0]))), want)
@@ -283,7 +293,7 @@ def test_every_plot_type_draws_the_real_data(runs):
 
 
 def test_make_figures_writes_png_and_csv(runs, tmp_path):
-    made = gc.make_figures(runs[:1], tmp_path, kinds=("confusion", "heatmap", "timeline", "research_questions"),
+    made = make_figures(runs[:1], tmp_path, kinds=("confusion", "heatmap", "timeline", "research_questions"),
                            heatmap_metrics=["accuracy"], phase="val", timeline=("alignment", "layer_2"))
     assert sorted(p.name for p in made) == ["confusion_matrix.png", "confusion_matrix_normalized.png", "heatmap_accuracy_val.png",
                                             "research_questions.png", "timeline_alignment_layer_2.png"]
@@ -308,17 +318,17 @@ CHAIN_YAML = "model: {name: greedy, depth: 4}\ntask: chain\n"
 def test_bad_config_is_one_line_exit_2_nothing_written(tmp_path, monkeypatch, capsys, text, field):
     (tmp_path / "c.yaml").write_text(text)
     monkeypatch.chdir(tmp_path)
-    assert gc.train_cli(["--config", "c.yaml", "--out_dir", "out"]) == 2
+    assert train_cli(["--config", "c.yaml", "--out_dir", "out"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and f": {field}" in lines[0]
     assert not (tmp_path / "out").exists()
 
 
 def test_cli_user_errors_exit_2(runs, tmp_path, capsys):
-    assert gc.eval_cli(["--run_dir", str(tmp_path)]) == 2
-    assert gc.plot_metrics_cli(["--run_dirs", *map(str, runs), "--out_dir", str(tmp_path), "--heatmap", "bogus"]) == 2
-    assert gc.plot_metrics_cli(["--run_dirs", str(runs[0]), "--timeline", "margin", "--layer", "9"]) == 2
-    assert gc.run_simulation_cli(["--config", str(tmp_path / "missing.yaml")]) == 2
+    assert eval_cli(["--run_dir", str(tmp_path)]) == 2
+    assert plot_metrics_cli(["--run_dirs", *map(str, runs), "--out_dir", str(tmp_path), "--heatmap", "bogus"]) == 2
+    assert plot_metrics_cli(["--run_dirs", str(runs[0]), "--timeline", "margin", "--layer", "9"]) == 2
+    assert run_simulation_cli(["--config", str(tmp_path / "missing.yaml")]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 4 and all(l.startswith("error:") for l in err) and "bogus" in err[1]
     assert not list(tmp_path.iterdir())
@@ -350,14 +360,14 @@ def test_plateau_stop_fires_at_the_first_plateau_epoch(stop):
 @pytest.mark.parametrize("early_stopping,epochs_done", [(True, 2), (False, 4)])
 def test_early_stopping_ends_a_real_run_and_records_convergence(tmp_path, early_stopping, epochs_done):
     """rel_tol 100 makes any second epoch a plateau (window 1), so the run stops after epoch 2 when asked."""
-    cfg = gc.chain_config(**{"profile": "smoke", "dataset": "digits", "N": 16, "layers": 2, "epochs": 4, "n_train": 128, "batch_size": 64,
+    cfg = chain_config(**{"profile": "smoke", "dataset": "digits", "N": 16, "layers": 2, "epochs": 4, "n_train": 128, "batch_size": 64,
                            "n_val": 64, "n_test": 64, "analysis_samples": 32, "metrics_log_frequency": 3, "device": "cpu",
                            "progress": False, "early_stopping": early_stopping, "plateau_window": 1, "plateau_rel_tol": 100.0})
-    res = gc.train_chain(cfg, root=tmp_path)
+    res = train_chain(cfg, root=tmp_path)
     summary = json.loads((res.run_dir.path / "summary.json").read_text())
     assert summary["epochs_done"] == epochs_done and summary["steps"] == 2 * epochs_done
     assert summary["converged"] is True and summary["plateau_epoch"] == 2 and "window=1" in summary["convergence_criterion"]
-    steps = set(gc.chain_metrics_frame(res.run_dir.path)["step"])
+    steps = set(chain_metrics_frame(res.run_dir.path)["step"])
     assert {0, 3, 2 * epochs_done} <= steps           # step 0, every 3 steps, and the last step
 
 
@@ -368,36 +378,36 @@ TRIAL_BASE = {"profile": "smoke", "dataset": "digits", "N": 16, "layers": 2, "ep
 
 
 def test_chain_hash_ignores_bookkeeping_and_sees_results_fields():
-    h = config_hash(gc.chain_config(**TRIAL_BASE, model="greedy"))
-    assert h == config_hash(gc.chain_config(**{**TRIAL_BASE, "name": "x", "out_dir": "elsewhere", "progress": True}, model="greedy"))
+    h = config_hash(chain_config(**TRIAL_BASE, model="greedy"))
+    assert h == config_hash(chain_config(**{**TRIAL_BASE, "name": "x", "out_dir": "elsewhere", "progress": True}, model="greedy"))
     for change in ({"lr": 2e-3}, {"seed": 1}, {"model": "mlp"}, {"lambda_ace": 0.0}, {"plateau_window": 3}):
-        assert config_hash(gc.chain_config(**{**TRIAL_BASE, "model": "greedy", **change})) != h, change
+        assert config_hash(chain_config(**{**TRIAL_BASE, "model": "greedy", **change})) != h, change
 
 
 def test_shipped_config_is_the_report_profile_and_profile_flags_set_sizes():
     from importlib.resources import files
     path = files("ablation_harness") / "configs" / "greedy_chain.yaml"
-    assert config_hash(gc.load_chain_config(path)) == config_hash(gc.chain_config(profile="report"))
+    assert config_hash(load_chain_config(path)) == config_hash(chain_config(profile="report"))
     for profile in ("smoke", "full"):
         for model in ("greedy", "mlp"):
-            assert config_hash(gc.load_chain_config(path, profile=profile, model=model)) == \
-                config_hash(gc.chain_config(profile=profile, model=model))
+            assert config_hash(load_chain_config(path, profile=profile, model=model)) == \
+                config_hash(chain_config(profile=profile, model=model))
 
 
 def test_trials_give_the_same_records_on_every_executor_and_resume(tmp_path):
     from ablation_harness.sweep import load_records, run_sweep
     out = {}
     for executor in ("serial", "process"):
-        trials = gc.chain_trials(TRIAL_BASE, ("mlp", "greedy"), [0], tmp_path / executor / "runs")
+        trials = chain_trials(TRIAL_BASE, ("mlp", "greedy"), [0], tmp_path / executor / "runs")
         assert [t.run_id for t in trials] == [f"{m}_s0_{t.config_hash[:8]}" for m, t in zip(("mlp", "greedy"), trials)]
-        run_sweep(trials, tmp_path / executor / "sweep", gc.chain_trial, executor, workers=2, progress=False)
+        run_sweep(trials, tmp_path / executor / "sweep", chain_trial, executor, workers=2, progress=False)
         recs = {r["model"]: r for r in load_records(tmp_path / executor / "sweep")}
         for r in recs.values():
             saved = json.loads((tmp_path / executor / "runs" / "greedy_chain" / r["run_id"] / "test_results.json").read_text())
             assert r["state"] == "COMPLETE" and r["test_accuracy"] == saved["test_accuracy"]
             assert (r["n_train"], r["n_val"], r["n_test"], r["epochs_done"]) == (128, 64, 64, 2)
         out[executor] = {m: (r["test_accuracy"], r["best/val/acc"], r["config_hash"]) for m, r in recs.items()}
-        run_sweep(trials, tmp_path / executor / "sweep", gc.chain_trial, executor, progress=False)   # resume: nothing to do
+        run_sweep(trials, tmp_path / executor / "sweep", chain_trial, executor, progress=False)   # resume: nothing to do
         assert len(load_records(tmp_path / executor / "sweep")) == 2
     assert out["serial"] == out["process"]
 
@@ -405,27 +415,27 @@ def test_trials_give_the_same_records_on_every_executor_and_resume(tmp_path):
 # ---------------------------------------------------------------- the new figure kinds draw their data
 
 def test_multi_run_architecture_layerwise_heatmap_and_confusion_draw_the_data(runs):
-    df, fin = gc.chain_metrics_frame(runs), gc.final_values(gc.chain_metrics_frame(runs))
+    df, fin = chain_metrics_frame(runs), final_values(chain_metrics_frame(runs))
     val = df[df["split"] == "val"]
 
-    fig = gc.plot_multi_run(df, "margin", None, "val")
+    fig = plot_multi_run(df, "margin", None, "val")
     sub = val[(val["metric"] == "margin") & (val["layer"] == "layer_1")]
     assert fig.axes[1].get_title() == "layer 1"
     assert sorted(map(tuple, lines_y(fig.axes[1]))) == sorted(tuple(g["value"]) for _, g in sub.groupby("label"))
-    one = gc.plot_multi_run(df, "margin", "layer_1", "val")
+    one = plot_multi_run(df, "margin", "layer_1", "val")
     assert len([a for a in one.axes if a.get_visible()]) == 1 and sorted(map(tuple, lines_y(one.axes[0]))) == sorted(map(tuple, lines_y(fig.axes[1])))
 
-    fig = gc.plot_architecture_metric(fin, "probe_accuracy")
+    fig = plot_architecture_metric(fin, "probe_accuracy")
     want = fin[fin["metric"] == "probe_accuracy"].groupby(["model", "layer_idx"])["value"].mean()
     assert sorted(map(tuple, lines_y(fig.axes[0]))) == sorted(tuple(g.values) for _, g in want.groupby(level=0))
 
-    fig = gc.plot_layerwise(df, "cross_entropy", "val")
+    fig = plot_layerwise(df, "cross_entropy", "val")
     label = sorted(df["label"].unique())[0]
     ce = val[(val["metric"] == "cross_entropy") & (val["label"] == label)]
     assert fig.axes[0].get_title() == label
     assert [tuple(y) for y in lines_y(fig.axes[0])] == [tuple(g["value"]) for _, g in ce.groupby("layer_idx")]
 
-    fig = gc.plot_metrics_heatmap(fin, "val")
+    fig = plot_metrics_heatmap(fin, "val")
     greedy = fin[fin["model"] == "greedy"].groupby(["metric", "layer_idx"])["value"].mean()
     texts = {t.get_text() for t in fig.axes[0].texts}
     assert f"{greedy['alignment', 2.0]:.3g}" in texts and f"{greedy['accuracy', 0.0]:.3g}" in texts
@@ -433,18 +443,18 @@ def test_multi_run_architecture_layerwise_heatmap_and_confusion_draw_the_data(ru
     assert cells.min() >= 0 and cells.max() <= 1
 
     raw = np.load(runs[0] / "confusion.npy")
-    fig = gc.show_confusion(runs[0])
+    fig = show_confusion(runs[0])
     assert np.array_equal(np.asarray(fig.axes[0].images[0].get_array()), raw)
     assert fig.axes[1].get_ylabel() == "test images"                      # the colour bar says what it counts
-    norm = np.asarray(gc.show_confusion(runs[0], normalize=True).axes[0].images[0].get_array())
+    norm = np.asarray(show_confusion(runs[0], normalize=True).axes[0].images[0].get_array())
     np.testing.assert_allclose(norm, raw / raw.sum(1, keepdims=True))
 
 
 def test_show_confusion_command_and_missing_confusion(runs, tmp_path, capsys):
-    assert gc.show_confusion_cli(["--run_dir", str(runs[1]), "--normalize"]) == 0
+    assert show_confusion_cli(["--run_dir", str(runs[1]), "--normalize"]) == 0
     assert (runs[1] / "figures" / "confusion_matrix_normalized.png").stat().st_size > 5000
-    assert gc.show_confusion_cli(["--run_dir", str(tmp_path)]) == 2
-    assert gc.plot_metrics_cli(["--run_dirs", str(runs[0]), "--out_dir", str(tmp_path / "f"), "--basic_curves",
+    assert show_confusion_cli(["--run_dir", str(tmp_path)]) == 2
+    assert plot_metrics_cli(["--run_dirs", str(runs[0]), "--out_dir", str(tmp_path / "f"), "--basic_curves",
                                 "--confusion", str(tmp_path)]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and all(l.startswith("error: no confusion.npy in") for l in err)
@@ -461,7 +471,7 @@ def console_scripts() -> dict:
     return dict(l.strip().split("=", 1) for l in ini["DEFAULT"]["console_scripts"].strip().splitlines())
 
 
-METRICS = [m for m in gc.CHAIN_METRICS if m != "ridge_r2"]          # ridge_r2 is off in the shipped config
+METRICS = [m for m in CHAIN_METRICS if m != "ridge_r2"]          # ridge_r2 is off in the shipped config
 SEED_FILES = {  # each seed 001 line (`python scripts/plot_metrics.py` -> `plot_metrics`) and the files it makes
     "--run_dirs {G} --basic_curves": ["basic_training_curves.png"],
     "--run_dirs {G} --confusion {G}": ["confusion_matrix.png", "confusion_matrix_normalized.png"],
@@ -479,7 +489,7 @@ SEED_FILES = {  # each seed 001 line (`python scripts/plot_metrics.py` -> `plot_
                                         "architecture_comparison.png", "timeline_accuracy_layer_3.png"]
                                        + [f"heatmap_{m}_val.png" for m in METRICS] + [f"layerwise_{m}_val.png" for m in METRICS]
                                        + [f"architecture_comparison_{m}.png" for m in METRICS]
-                                       + [f"multi_run_{m}_all_val.png" for m in gc.MULTI_RUN_METRICS]),
+                                       + [f"multi_run_{m}_all_val.png" for m in MULTI_RUN_METRICS]),
 }
 DRIVER = """
 import importlib, shlex, sys
@@ -502,17 +512,17 @@ def seed_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("seed001")
     dirs = {}
     for model in ("greedy", "mlp"):
-        cfg = gc.load_chain_config(files("ablation_harness") / "configs" / "greedy_chain.yaml", profile="smoke", model=model,
+        cfg = load_chain_config(files("ablation_harness") / "configs" / "greedy_chain.yaml", profile="smoke", model=model,
                                    sets={"train.progress": False, "device": "cpu"})
-        dirs[model] = gc.train_chain(cfg, root=root).run_dir.path
-        gc.evaluate_run(dirs[model])
+        dirs[model] = train_chain(cfg, root=root).run_dir.path
+        evaluate_run(dirs[model])
     return dirs
 
 
 def test_plot_metrics_is_a_console_script_beside_greedy_plot_metrics():
     scripts = console_scripts()
-    assert scripts["plot_metrics"] == scripts["greedy-plot-metrics"] == "ablation_harness.studies.greedy_chain:plot_metrics_main"
-    assert scripts["show_confusion"] == "ablation_harness.studies.greedy_chain:show_confusion_main"
+    assert scripts["plot_metrics"] == scripts["greedy-plot-metrics"] == "ablation_harness.studies.greedy_chain.cli:plot_metrics_main"
+    assert scripts["show_confusion"] == "ablation_harness.studies.greedy_chain.cli:show_confusion_main"
 
 
 def test_every_seed_plot_metrics_line_runs_as_written_and_makes_its_files(seed_runs):
@@ -533,7 +543,7 @@ def test_every_seed_plot_metrics_line_runs_as_written_and_makes_its_files(seed_r
             path = str(G / "figures" / name) if name.startswith("confusion") else str(folder / name)
             assert path in made and (Path(path).stat().st_size > 5000), (line, name)
     drawn = pd.read_csv(G / "figures" / "multi_run_probe_accuracy_all_val.csv")
-    logged = gc.chain_metrics_frame(G)
+    logged = chain_metrics_frame(G)
     logged = logged[(logged["metric"] == "probe_accuracy") & (logged["split"] == "val")]
     np.testing.assert_allclose(sorted(drawn["value"]), sorted(logged["value"]))
 
@@ -544,22 +554,22 @@ def test_seed_image_interval_reduces_to_the_one_source_intervals_and_adds_varian
     from ablation_harness.stats import t_interval
     rng = np.random.default_rng(0)
     per_seed = rng.normal(size=(4, 1)) * np.ones((4, 50))                 # only the seeds differ
-    r = gc.seed_image_interval(per_seed)
+    r = seed_image_interval(per_seed)
     np.testing.assert_allclose([r["estimate"], *r["ci"]], t_interval(per_seed[:, 0]))
     assert r["df"] == pytest.approx(3) and r["se_image"] == pytest.approx(0, abs=1e-12)
     per_image = np.ones((3, 1)) * rng.normal(size=(1, 40))                # only the images differ
-    r = gc.seed_image_interval(per_image)
+    r = seed_image_interval(per_image)
     np.testing.assert_allclose([r["estimate"], *r["ci"]], t_interval(per_image[0]))
     assert r["df"] == pytest.approx(39) and r["se_seed"] == pytest.approx(0, abs=1e-12)
     both = rng.normal(size=(3, 200))
-    r = gc.seed_image_interval(both)
+    r = seed_image_interval(both)
     a, b = both.mean(1).var(ddof=1) / 3, both.mean(0).var(ddof=1) / 200
     assert r["se_seed"] ** 2 + r["se_image"] ** 2 == pytest.approx(a + b)
     assert r["df"] == pytest.approx((a + b) ** 2 / (a ** 2 / 2 + b ** 2 / 199))
-    assert np.isnan(gc.seed_image_interval(both[:1])["ci"]).all()
+    assert np.isnan(seed_image_interval(both[:1])["ci"]).all()
 
 
 def test_correct_matrix_reads_the_saved_predictions(runs):
-    m = gc.correct_matrix(runs)
+    m = correct_matrix(runs)
     for row, rd in zip(m, runs):
         assert row.mean() == pytest.approx(json.loads((rd / "test_results.json").read_text())["test_accuracy"])
