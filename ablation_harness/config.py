@@ -146,6 +146,7 @@ class RunConfig(Strict):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     task: Optional[TaskName] = None
+    task_options: dict[str, Any] = {}
     optim: OptimConfig = OptimConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     train: TrainConfig = TrainConfig()
@@ -162,6 +163,13 @@ class RunConfig(Strict):
         if not ok:
             raise ValueError("device must be auto, cpu, cuda or cuda:N")
         return v
+
+    @model_validator(mode="after")
+    def _options_need_task(self):
+        """Task options are options of a named task."""
+        if self.task_options and self.task is None:
+            raise ValueError("task_options needs a task name (task: ...)")
+        return self
 
 # %% ../nbs/01_config.ipynb
 class Variant(Strict):
@@ -190,7 +198,7 @@ class SweepPreset(PresetBase):
     grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
 
 SCHEMAS = {"run/v1": RunConfig, "study/v1": StudyPreset, "sweep/v1": SweepPreset}
-OTHER_SCHEMAS = {"greedy_chain/v1": "greedy-train"}   # single-run configs of a study, with their own command
+OTHER_SCHEMAS = {"greedy_chain/v1": "run/v1"}   # retired schemas -> the schema that replaced them
 
 # %% ../nbs/01_config.ipynb
 def _loc(err: dict) -> str:
@@ -225,8 +233,8 @@ def validate(data: dict, source: str = "<dict>"):
         raise ConfigError(f"config error in {source}: {bad}: must be a finite number")
     schema = data.get("schema", "run/v1")
     if schema in OTHER_SCHEMAS:
-        raise ConfigError(f"config error in {source}: schema: {schema!r} is run by `{OTHER_SCHEMAS[schema]} --config "
-                          f"{source}` (this command takes {', '.join(SCHEMAS)})")
+        raise ConfigError(f"config error in {source}: schema: {schema!r} is retired: write a {OTHER_SCHEMAS[schema]} config "
+                          "like ablation_harness/configs/greedy_chain.yaml (run by `ablate` or `greedy-train --config`)")
     if schema not in SCHEMAS:
         raise ConfigError(f"config error in {source}: schema: unknown {schema!r} (one of {', '.join(SCHEMAS)})")
     try:
@@ -391,7 +399,9 @@ NON_SEMANTIC = {"out_dir": True, "name": True, "sinks": True, "train": {"progres
 
 def config_hash(cfg: RunConfig, n: int = 16) -> str:
     """Stable hash of the result-relevant part of a run config."""
-    exclude = {**NON_SEMANTIC, "task": True} if cfg.task is None else NON_SEMANTIC
+    exclude = {**NON_SEMANTIC, "task": True} if cfg.task is None else dict(NON_SEMANTIC)
+    if not cfg.task_options:
+        exclude["task_options"] = True
     d = cfg.model_dump(mode="json", by_alias=True, exclude=exclude)
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:n]

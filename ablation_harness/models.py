@@ -9,13 +9,15 @@ import math
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .registry import MODELS
 
 # %% auto 0
 __all__ = ['TinyCNN', 'MLP', 'conv_bn_relu', 'CNNGRU', 'SmallCNN', 'register_model', 'build_model', 'count_params',
-           'CausalSelfAttention', 'Block', 'TinyTransformer']
+           'CausalSelfAttention', 'Block', 'TinyTransformer', 'make_anchors', 'anchor_similarity', 'anchor_logits',
+           'GreedyBlock', 'GMLP', 'chain_layers', 'final_logits']
 
 # %% ../nbs/03_models.ipynb
 class TinyCNN(nn.Module):
@@ -195,3 +197,83 @@ def _tiny_transformer(cfg, input_shape, num_classes):
         raise ValueError(f"model.options: unknown key(s) {unknown} for tiny_transformer; known: ['heads', 'mlp_ratio']")
     return TinyTransformer(num_classes, input_shape[-1], cfg.width, cfg.depth, cfg.options.get("heads", 2),
                            cfg.options.get("mlp_ratio", 4), cfg.dropout)
+
+# %% ../nbs/03_models.ipynb
+def make_anchors(num_classes: int, width: int, seed: int = 0) -> torch.Tensor:
+    """[C, N] anchors with orthonormal rows: Q^T from the QR of a seeded Gaussian N x C matrix."""
+    if num_classes > width:
+        raise ValueError(f"orthonormal anchors need num_classes <= width, got {num_classes} > {width}")
+    g = torch.randn(width, num_classes, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return torch.linalg.qr(g).Q.T.contiguous().float()
+
+def anchor_similarity(h: torch.Tensor, anchors: torch.Tensor, kind: str = "cosine") -> torch.Tensor:
+    """[n, C] similarity of each row of h to each anchor: cosine or negative squared L2."""
+    if kind == "cosine":
+        return F.normalize(h, dim=1) @ F.normalize(anchors, dim=1).T
+    if kind == "l2":
+        return -torch.cdist(h, anchors).square()
+    raise ValueError(f"unknown similarity {kind!r}: use 'cosine' or 'l2'")
+
+def anchor_logits(h: torch.Tensor, anchors: torch.Tensor, tau: float, kind: str = "cosine") -> torch.Tensor:
+    """s(h, anchors) / tau: the logits of the layer's predictive distribution q."""
+    return anchor_similarity(h, anchors, kind) / tau
+
+# %% ../nbs/03_models.ipynb
+class GreedyBlock(nn.Module):
+    """One GMLP layer: L2-normalise the input, then ReLU(W x + b + R x) with R identity or a bias-free projection."""
+    def __init__(self, in_features: int, width: int):
+        super().__init__()
+        self.linear = nn.Linear(in_features, width)
+        self.skip = nn.Identity() if in_features == width else nn.Linear(in_features, width, bias=False)
+
+    def forward(self, x):
+        x = F.normalize(x, dim=1)
+        return F.relu(self.linear(x) + self.skip(x))
+
+class GMLP(nn.Module):
+    """Greedy MLP: layers with detached inputs, each predicting through shared fixed class anchors."""
+    def __init__(self, in_features: int, width: int = 1024, depth: int = 4, num_classes: int = 10, tau: float = 0.1,
+                 similarity: str = "cosine", anchor_seed: int = 0, learnable_anchors: bool = False,
+                 per_layer_anchors: bool = False):
+        super().__init__()
+        self.tau, self.similarity = tau, similarity
+        self.blocks = nn.ModuleList([GreedyBlock(in_features if i == 0 else width, width) for i in range(depth)])
+        sets = depth if per_layer_anchors else 1
+        anchors = torch.stack([make_anchors(num_classes, width, anchor_seed + i) for i in range(sets)])
+        if learnable_anchors:
+            self.anchors = nn.Parameter(anchors)
+        else:
+            self.register_buffer("anchors", anchors)
+
+    def layer_anchors(self, i: int) -> torch.Tensor:
+        """The [C, N] anchors of layer i."""
+        return self.anchors[i if self.anchors.shape[0] > 1 else 0]
+
+    def forward(self, x):
+        z, out = x.flatten(1), []
+        for i, block in enumerate(self.blocks):
+            h = block(z.detach())
+            out.append(anchor_logits(h, self.layer_anchors(i), self.tau, self.similarity))
+            z = h
+        return torch.stack(out, dim=1)
+
+    def layer_names(self) -> list[str]:
+        """Module names of the layers, input to output."""
+        return [f"blocks.{i}" for i in range(len(self.blocks))]
+
+@register_model("greedy")
+def _greedy(cfg, input_shape, num_classes):
+    """GMLP from a ModelConfig (width, depth and the options tau, similarity, anchors)."""
+    return GMLP(math.prod(input_shape), cfg.width, cfg.depth, num_classes, **cfg.options)
+
+def chain_layers(model: nn.Module) -> list[str]:
+    """Modules whose outputs are the chain's N-dim representations (after the ReLU for the MLP)."""
+    if isinstance(model, GMLP):
+        return model.layer_names()
+    if isinstance(model, MLP):
+        return [f"body.{n}" for n, m in model.body.named_children() if isinstance(m, nn.ReLU)]
+    raise TypeError(f"not a chain model: {type(model).__name__}")
+
+def final_logits(out: torch.Tensor) -> torch.Tensor:
+    """The model's prediction logits: the last layer's for a GMLP output [n, L, C]."""
+    return out[:, -1] if out.dim() == 3 else out

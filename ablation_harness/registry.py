@@ -101,13 +101,14 @@ DATASETS = Registry("dataset", {
 MODELS = Registry("model", {
     "tinycnn": "ablation_harness.models:_tinycnn", "mlp": "ablation_harness.models:_mlp",
     "cnn_gru": "ablation_harness.models:_cnn_gru", "small_cnn": "ablation_harness.models:_small_cnn",
-    "greedy": "ablation_harness.studies.greedy_chain:_greedy",
+    "greedy": "ablation_harness.models:_greedy",
     "tiny_transformer": "ablation_harness.models:_tiny_transformer"})
 
 TASKS = Registry("task", {
     "classification": "ablation_harness.tasks:CLASSIFICATION",
     "next_token": "ablation_harness.tasks:NEXT_TOKEN",
-    "policy_value": "ablation_harness.tasks:POLICY_VALUE"})
+    "policy_value": "ablation_harness.tasks:POLICY_VALUE",
+    "chain": "ablation_harness.tasks:CHAIN"})
 
 CALLBACKS = Registry("callback", {
     "spectral": "ablation_harness.metrics.callbacks:SpectralCallback",
@@ -117,7 +118,7 @@ CALLBACKS = Registry("callback", {
     "layer_correlation": "ablation_harness.metrics.callbacks:LayerCorrelation",
     "console_metrics": "ablation_harness.metrics.callbacks:ConsoleMetrics",
     "grad_sign_window": "ablation_harness.metrics.callbacks:GradSignWindow",
-    "chain_metrics": "ablation_harness.studies.greedy_chain:ChainMetrics",
+    "chain_metrics": "ablation_harness.studies.greedy_chain.metrics:ChainMetrics",
     "batch_scaling_log": "ablation_harness.studies.batch_scaling.study:BatchScalingLogger",
     "gradient_noise": "ablation_harness.metrics.noise:GradientNoise",
     "noise_probe": "ablation_harness.metrics.noise:NoiseProbe",

@@ -5,15 +5,22 @@
 # %% ../nbs/04a_tasks.ipynb 2
 from __future__ import annotations
 
-from dataclasses import dataclass
+import inspect
+import math
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from .models import final_logits
+
 # %% auto 0
-__all__ = ['CLASSIFICATION', 'NEXT_TOKEN', 'POLICY', 'VALUE', 'MASK', 'POLICY_VALUE', 'Task', 'sequence_loss', 'sequence_metrics',
-           'masked_mean', 'position_losses', 'masked_loss', 'masked_metrics', 'n_positions']
+__all__ = ['CLASSIFICATION', 'NEXT_TOKEN', 'POLICY', 'VALUE', 'MASK', 'POLICY_VALUE', 'ACE_VARIANTS', 'CHAIN', 'Task',
+           'sequence_loss', 'sequence_metrics', 'masked_mean', 'position_losses', 'masked_loss', 'masked_metrics',
+           'n_positions', 'ace_term', 'local_losses', 'chain_loss', 'with_options']
 
 # %% ../nbs/04a_tasks.ipynb
 @dataclass
@@ -81,3 +88,57 @@ def n_positions(y) -> torch.Tensor:
     return (y[..., MASK] > 0).sum()
 
 POLICY_VALUE = Task(loss=masked_loss, metrics=masked_metrics, weight=n_positions)
+
+# %% ../nbs/04a_tasks.ipynb
+ACE_VARIANTS = ("ce", "reverse_ce", "js", "sym_kl")
+
+def ace_term(p_logits: torch.Tensor, r_logits: torch.Tensor, variant: str = "ce") -> torch.Tensor:
+    """Batch-mean ACE between p = softmax(p_logits) (trained) and r = softmax(r_logits) (target)."""
+    lp, lr = F.log_softmax(p_logits, -1), F.log_softmax(r_logits, -1)
+    p, r = lp.exp(), lr.exp()
+    if variant == "ce":
+        val = -(p * lr).sum(-1)
+    elif variant == "reverse_ce":
+        val = -(r * lp).sum(-1)
+    elif variant == "js":
+        lm = torch.logsumexp(torch.stack([lp, lr]), 0) - math.log(2)
+        val = 0.5 * (p * (lp - lm)).sum(-1) + 0.5 * (r * (lr - lm)).sum(-1)
+    elif variant == "sym_kl":
+        val = ((p - r) * (lp - lr)).sum(-1)
+    else:
+        raise ValueError(f"unknown ace_variant {variant!r}: use one of {ACE_VARIANTS}")
+    return val.mean()
+
+def local_losses(logits: torch.Tensor, y: torch.Tensor, lambdas, variant: str = "ce") -> dict:
+    """Per-layer CE, ACE and local losses of GMLP logits [n, L, C]; `total` is their sum."""
+    L = logits.shape[1]
+    ce = [F.cross_entropy(logits[:, i], y) for i in range(L)]
+    ace = [ace_term(logits[:, i], logits[:, i + 1].detach(), variant) for i in range(L - 1)]
+    layer = [ce[i] - lambdas[i] * ace[i] if i < L - 1 else ce[i] for i in range(L)]
+    return {"total": torch.stack(layer).sum(), "layer": layer, "ce": ce, "ace": ace}
+
+# %% ../nbs/04a_tasks.ipynb
+def chain_loss(out: torch.Tensor, y: torch.Tensor, lambda_ace=1e-3, ace_variant: str = "ce") -> torch.Tensor:
+    """Summed local losses of per-layer logits [n, L, C]; the cross-entropy of plain logits [n, C]."""
+    if out.dim() == 2:
+        return F.cross_entropy(out, y)
+    L = out.shape[1]
+    lambdas = list(lambda_ace) if isinstance(lambda_ace, (list, tuple)) else [float(lambda_ace)] * L
+    if len(lambdas) != L:
+        raise ValueError(f"lambda_ace needs one value per layer ({L}), got {len(lambdas)}")
+    return local_losses(out, y, lambdas, ace_variant)["total"]
+
+def _final_metrics(out, y):
+    """Accuracy and cross-entropy of the final prediction."""
+    z = final_logits(out)
+    return {"acc": (z.argmax(-1) == y).float().mean(), "ce": F.cross_entropy(z, y)}
+
+CHAIN = Task(loss=chain_loss, metrics=_final_metrics)
+
+def with_options(task: Task, options: dict) -> Task:
+    """The task with `options` bound as keyword arguments of its loss; an unknown option is a ValueError."""
+    known = [n for n, p in inspect.signature(task.loss).parameters.items() if p.default is not inspect.Parameter.empty]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"task_options: unknown option {unknown[0]!r} (this task's: {', '.join(known) or 'none'})")
+    return replace(task, loss=partial(task.loss, **options)) if options else task

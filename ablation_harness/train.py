@@ -30,7 +30,7 @@ from .data import iterate_batches, load_data
 from .models import build_model, count_params
 from .sinks import MultiSink, make_sinks
 from .stats import plateaued
-from .tasks import CLASSIFICATION, Task
+from .tasks import CLASSIFICATION, Task, with_options
 
 # %% auto 0
 __all__ = ['EVENTS', 'Callback', 'Schedule', 'register_callback', 'build_callbacks', 'warmup_steps', 'lr_factor',
@@ -408,15 +408,22 @@ def check_run(cfg: RunConfig) -> list[Callback]:
     _resolve(DATASETS, cfg.data.name, "data.name")
     _resolve(MODELS, cfg.model.name, "model.name")
     if cfg.task is not None:
-        _resolve(TASKS, cfg.task, "task")
+        _configured_task(_resolve(TASKS, cfg.task, "task"), cfg)
     return build_callbacks(cfg.callbacks)
+
+def _configured_task(task: Task, cfg: RunConfig) -> Task:
+    """The task with the config's `task_options`, as a ConfigError when they do not fit it."""
+    try:
+        return with_options(task, cfg.task_options)
+    except ValueError as e:
+        raise ConfigError(f"config error: {e}") from None
 
 def _setup(cfg: RunConfig, task: Task | None):
     """Callbacks, data, task and model of a run; bad options become ConfigErrors."""
     callbacks = check_run(cfg)
     try:
         data = load_data(cfg.data)
-        task = task or _resolve(TASKS, cfg.task or data.task, "task" if cfg.task else f"task (of data set {cfg.data.name!r})")
+        task = task or _configured_task(_resolve(TASKS, cfg.task or data.task, "task" if cfg.task else f"task (of data set {cfg.data.name!r})"), cfg)
         seed_everything(cfg.seed)
         model = build_model(cfg.model, data.input_shape, data.num_classes)
     except ValueError as e:

@@ -35,8 +35,12 @@ SHRINK = {
                        "model.channels": 4, "model.hidden": 4},
     "phase_2_batch_sweep.yaml": {"train.max_steps": 4, "data.n_train": 64, "data.n_val": 64, "data.n_test": 16,
                                  "callbacks": [{"name": "batch_scaling_log", "log_every": 2, "val_points": 2}]},
+    "greedy_chain.yaml": {"data.n_train": 128, "data.n_val": 64, "data.n_test": 64, "model.width": 16, "train.epochs": 1,
+                          "train.analysis_batch_size": 32,
+                          "callbacks": [{"name": "chain_metrics", "every": 4, "samples": 32},
+                                        {"name": "plateau_stop", "window": 5, "rel_tol": 0.01, "monitor": "val/ce", "stop": False}]},
 }
-NOT_ABLATE = {"greedy_chain.yaml": "greedy-train"}   # a single-run config of its study, with its own command
+NOT_ABLATE = {}   # presets with a command of their own instead of ablate (none since greedy_chain.yaml became run/v1)
 
 
 def test_every_shipped_preset_is_covered():
@@ -46,10 +50,10 @@ def test_every_shipped_preset_is_covered():
 def shrunk_copy(name: str, tmp: Path) -> Path:
     """The preset with one cell, seed 0, the CPU, and the SHRINK sizes."""
     raw = yaml.safe_load((CONFIGS / name).read_text())
-    base = raw["baseline" if raw["schema"] == "study/v1" else "base"]
+    base = raw if raw["schema"] == "run/v1" else raw["baseline" if raw["schema"] == "study/v1" else "base"]
     for k, v in {**SHRINK[name], "device": "cpu", "train.progress": False}.items():
         set_path(base, k, v.format(tmp=tmp) if isinstance(v, str) else v)
-    raw["seeds"] = [0]
+    raw["seed" if raw["schema"] == "run/v1" else "seeds"] = 0 if raw["schema"] == "run/v1" else [0]
     if "variants" in raw:
         raw["variants"] = []
     if "grid" in raw:
@@ -81,18 +85,12 @@ def test_shipped_preset_runs_one_trial_through_ablate(tmp_path, name):
     assert summary["status"] == "complete" and summary["steps"] > 0
 
 
-def test_greedy_chain_preset_is_refused_by_ablate_and_runs_with_its_command(tmp_path):
-    """greedy_chain.yaml is a single-run greedy_chain/v1 config: ablate names the command that runs it."""
-    preset = CONFIGS / "greedy_chain.yaml"
-    r = subprocess.run([str(BIN / "ablate"), "--config", str(preset), "--out_dir", str(tmp_path / "out")],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 2 and "greedy-train --config" in r.stderr and not (tmp_path / "out").exists()
-    raw = yaml.safe_load(preset.read_text())
-    raw.update(profile="smoke", N=16, epochs=1, n_train=128, n_val=64, n_test=64, analysis_samples=32, progress=False,
-               device="cpu", metrics_log_frequency=4)
-    (tmp_path / "g.yaml").write_text(yaml.safe_dump(raw))
-    r = subprocess.run([str(BIN / "greedy-train"), "--config", str(tmp_path / "g.yaml"), "--out_dir", str(tmp_path / "runs")],
+def test_greedy_chain_preset_runs_with_its_own_command_too(tmp_path):
+    """greedy_chain.yaml is a run/v1 config: ablate runs it (above), and so does the study's greedy-train."""
+    preset = shrunk_copy("greedy_chain.yaml", tmp_path)
+    r = subprocess.run([str(BIN / "greedy-train"), "--config", str(preset), "--out_dir", str(tmp_path / "runs")],
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     run_dir = Path(r.stdout.strip().splitlines()[-1])
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "complete"
+    assert (run_dir / "ckpt" / "best.pt").exists() and (run_dir / "params.yaml").exists()
