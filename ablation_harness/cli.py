@@ -5,8 +5,6 @@
 # %% ../nbs/21_cli.ipynb 2
 from __future__ import annotations
 
-import sys
-
 from pydantic import ValidationError
 
 from .config import PROFILES, ConfigError, RunConfig, format_error, load_config, located
