@@ -260,6 +260,7 @@ class WorkerPool:
     def imap_unordered(self, fn, items, log=None):
         """Yield `(index, ok, result or error text)` per item as workers finish; a dead worker's item fails.
         `log`: a file that gets the workers' stdout and stderr while they run these items."""
+        log = None if log is None else os.path.abspath(log)   # the workers' working directory may differ
         todo, busy, idle = list(enumerate(items))[::-1], {}, self.ensure()
         try:
             while todo or busy:
