@@ -5,6 +5,7 @@
 # %% ../nbs/20_report.ipynb 2
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -26,6 +27,8 @@ import nbformat
 import pandas as pd
 import papermill as pm
 import yaml
+from jupyter_client import AsyncKernelManager
+from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
 from papermill.translators import PythonTranslator
 from tqdm.std import tqdm
@@ -38,17 +41,17 @@ from .stats import claims_table, format_estimate, read_headline, significant
 
 # %% auto 0
 __all__ = ['PACKAGE_DIR', 'REPO_DIR', 'DATA_DIR', 'NBS_DIR', 'EXP_DIR', 'BOOK_DIR', 'OUT_ROOT', 'PROFILES', 'MANIFEST',
-           'HEADLINE', 'PACKAGE_SUFFIXES', 'HASH_SKIP', 'KERNEL_ARGS', 'TQDM_BAR', 'CLAIMS_SNAPSHOT', 'CLAIMS_PREVIOUS',
-           'FOLD_TAGS', 'HTML_FLOAT', 'SKIP_DIRECTIVES', 'DIRECTIVE_TAGS', 'API_WORKERS', 'VERDICT_BADGE', 'LOCK_FILES',
-           'PIN', 'discover_studies', 'study_dir', 'UnknownParameterError', 'declared_parameters', 'study_executor',
-           'study_params', 'library_versions', 'notebook_content', 'study_hash', 'interactive', 'StudyProgress',
-           'study_progress', 'papermill_options', 'read_manifest', 'StudyResult', 'cached_result', 'run_study',
-           'study_headline', 'study_claims', 'rotate_claims', 'estimate_text', 'claim_changes', 'display_path',
-           'path_replacements', 'scrubber', 'round_tables', 'parameters_markdown', 'dress_chapter',
-           'execute_api_notebook', 'dress_api', 'api_base_key', 'chapter_bytes', 'notebook_title', 'reproduce_command',
-           'badge', 'claim_sentence', 'converged_text', 'context_line', 'key_figure', 'book_figure', 'intro_page',
-           'summary_page', 'lock_pins', 'lock_section', 'provenance_page', 'assemble_book', 'build_book',
-           'results_table', 'result_line', 'make_report']
+           'HEADLINE', 'PACKAGE_SUFFIXES', 'HASH_SKIP', 'KERNEL_ARGS', 'TQDM_BAR', 'KERNEL_LOG', 'CLAIMS_SNAPSHOT',
+           'CLAIMS_PREVIOUS', 'FOLD_TAGS', 'HTML_FLOAT', 'SKIP_DIRECTIVES', 'DIRECTIVE_TAGS', 'API_WORKERS',
+           'VERDICT_BADGE', 'LOCK_FILES', 'PIN', 'discover_studies', 'study_dir', 'UnknownParameterError',
+           'declared_parameters', 'study_executor', 'study_params', 'library_versions', 'notebook_content',
+           'study_hash', 'interactive', 'StudyProgress', 'study_progress', 'papermill_options', 'private_kernel',
+           'read_manifest', 'StudyResult', 'cached_result', 'run_study', 'study_headline', 'study_claims',
+           'rotate_claims', 'estimate_text', 'claim_changes', 'display_path', 'path_replacements', 'scrubber',
+           'round_tables', 'parameters_markdown', 'dress_chapter', 'execute_api_notebook', 'dress_api', 'api_base_key',
+           'chapter_bytes', 'notebook_title', 'reproduce_command', 'badge', 'claim_sentence', 'converged_text',
+           'context_line', 'key_figure', 'book_figure', 'intro_page', 'summary_page', 'lock_pins', 'lock_section',
+           'provenance_page', 'assemble_book', 'build_book', 'results_table', 'result_line', 'make_report']
 
 # %% ../nbs/20_report.ipynb
 PACKAGE_DIR = Path(ablation_harness.__file__).resolve().parent
@@ -57,7 +60,7 @@ DATA_DIR = PACKAGE_DIR / "data"
 NBS_DIR = REPO_DIR / "nbs"
 EXP_DIR = NBS_DIR / "experiments"
 BOOK_DIR = REPO_DIR / "book"
-OUT_ROOT = REPO_DIR / "runs" / "report"
+OUT_ROOT = REPO_DIR / "runs"
 PROFILES = ("smoke", "report", "full")
 MANIFEST = "report_study.json"   # per-study record of the last run, next to the executed notebook
 HEADLINE = "headline.json"       # numbers a study publishes for the summary page
@@ -189,10 +192,28 @@ def study_progress(label: str, nb_path, enabled: bool):
 def papermill_options() -> dict:
     """Keyword arguments of `papermill.execute_notebook` for a study: a quiet kernel, and the study's line if any."""
     progress = _PROGRESS.get()
-    opts = {"progress_bar": False, "extra_arguments": KERNEL_ARGS}
+    opts = {"progress_bar": False}
     if progress is not None:
         opts.update(stderr_file=progress, on_cell_complete=progress.on_cell_complete)
     return opts
+
+# %% ../nbs/20_report.ipynb
+KERNEL_LOG = "kernel.log"   # in a study's run dir: the stdout and stderr of its kernel and of what the kernel started
+
+@contextmanager
+def private_kernel(cwd, log=None):
+    """A started python3 kernel (`AsyncKernelManager`) on unix sockets in a private temporary folder, working in
+    `cwd`, its stdout and stderr appended to `log` (discarded when None); shut down on exit."""
+    with tempfile.TemporaryDirectory(prefix="ah-kernel-") as d, open(log or os.devnull, "ab") as out:
+        km = AsyncKernelManager(kernel_name="python3", transport="ipc", ip=f"{d}/ipc", connection_file=f"{d}/kernel.json")
+        run_sync(km.start_kernel)(extra_arguments=KERNEL_ARGS, cwd=str(cwd), stdout=out, stderr=out)
+        try:
+            yield km
+        finally:
+            if run_sync(km.is_alive)():
+                run_sync(km.shutdown_kernel)()
+            else:   # died: nothing to stop, only its connection and socket files to remove
+                run_sync(km.cleanup_resources)()
 
 # %% ../nbs/20_report.ipynb
 def read_manifest(out_dir) -> dict:
@@ -251,18 +272,24 @@ def cached_result(name: str, out_dir, key: str, profile: str) -> StudyResult | N
     return None
 
 def _start(name: str, out_dir: Path, key: str, profile: str, params: dict, force: bool) -> None:
-    """Prepare a study's folder: keep it to resume the same key, else empty it; record the run as started."""
-    if force or read_manifest(out_dir).get("key") != key:
+    """Prepare a study's folder: keep it to resume the same key, else empty it; record the run as started.
+    A folder with files but no manifest was not made by the report: it is left alone and the study refused."""
+    record = read_manifest(out_dir)
+    if not record and out_dir.is_dir() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} holds files the report did not write (no {MANIFEST}): move them away")
+    if force or record.get("key") != key:
         shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / MANIFEST, {"name": name, "state": "running", "key": key, "profile": profile,
                                            "params": params, "started": now_iso()})
 
 def _execute(nb: Path, out_dir: Path, executed: Path, params: dict) -> str | None:
-    """Execute a notebook with papermill into `executed` (in `out_dir`); return the error line, or None on success."""
+    """Execute a notebook with papermill into `executed` on a private kernel working in `out_dir` (its output in
+    `kernel.log` there); return the error line, or None on success."""
     try:
-        pm.execute_notebook(str(nb), str(executed), parameters=params, kernel_name="python3", language="python",
-                            cwd=str(out_dir), **papermill_options())
+        with private_kernel(out_dir, out_dir / KERNEL_LOG) as km:
+            pm.execute_notebook(str(nb), str(executed), parameters=params, kernel_name="python3", language="python",
+                                km=km, **papermill_options())
     except Exception as err:  # any failure of the study (cell error, dead kernel, timeout) is recorded, not raised
         return _describe(err)
     return None
@@ -472,8 +499,12 @@ def execute_api_notebook(src, cwd, timeout: int = 600):
         c.cell_type = "raw"   # nbclient runs code cells only
     error = None
     try:
-        NotebookClient(nb, timeout=timeout, kernel_name="python3", extra_arguments=KERNEL_ARGS,
-                       resources={"metadata": {"path": str(cwd)}}).execute()
+        with private_kernel(cwd) as km:
+            client = NotebookClient(nb, km=km, timeout=timeout, resources={"metadata": {"path": str(cwd)}})
+            try:
+                client.execute()
+            finally:   # nbclient leaves this hook registered when the kernel died before its first reply
+                atexit.unregister(client._cleanup_kernel)
     except Exception as err:   # the failing cell keeps its traceback; the page is published with it
         error = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', None) or str(err).strip()[-300:]}"
     for c in skipped:

@@ -31,11 +31,11 @@ from .data import data_cache
 from .train import run
 
 # %% auto 0
-__all__ = ['COMPLETE', 'DIVERGED', 'FAILED', 'PENDING', 'DONE', 'PRELOAD', 'EXECUTORS', 'Trial', 'cell_name', 'make_trials',
-           'trial_dir', 'base_record', 'failed_record', 'spectral_summary', 'run_trial', 'load_records', 'trial_states',
-           'to_run', 'set_aside', 'trial_table', 'run_serial', 'threads_per_worker', 'set_threads', 'WorkerPool',
-           'process_pool', 'run_process_pool', 'TrialActor', 'RayActors', 'ray_actors', 'ray_imap_unordered', 'run_ray',
-           'shutdown_executors', 'map_jobs', 'summarize_records', 'run_sweep']
+__all__ = ['COMPLETE', 'DIVERGED', 'FAILED', 'PENDING', 'DONE', 'PRELOAD', 'WORKER_LOG', 'EXECUTORS', 'Trial', 'cell_name',
+           'make_trials', 'trial_dir', 'base_record', 'failed_record', 'spectral_summary', 'run_trial', 'load_records',
+           'trial_states', 'to_run', 'set_aside', 'trial_table', 'run_serial', 'threads_per_worker', 'set_threads',
+           'output_to', 'WorkerPool', 'process_pool', 'run_process_pool', 'TrialActor', 'RayActors', 'ray_actors',
+           'ray_imap_unordered', 'run_ray', 'shutdown_executors', 'map_jobs', 'summarize_records', 'run_sweep']
 
 # %% ../nbs/07_sweep.ipynb
 COMPLETE, DIVERGED, FAILED, PENDING = "COMPLETE", "DIVERGED", "FAILED", "PENDING"
@@ -146,6 +146,7 @@ def trial_table(trials: list[Trial], records: list[dict]) -> pd.DataFrame:
 
 # %% ../nbs/07_sweep.ipynb
 PRELOAD = ["ablation_harness.sweep", "ablation_harness.metrics.callbacks", "sklearn.model_selection"]
+WORKER_LOG = "workers.log"   # in a sweep's folder: what the pool's workers wrote to stdout/stderr during its trials
 
 def run_serial(trials, trial_fn: Callable = run_trial, workers: int = 1, **_):
     """Run trials one after another in this process (torch's own thread count)."""
@@ -170,8 +171,35 @@ def _die_with_parent() -> None:
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
+def _flush_std() -> None:
+    """Flush Python's stdout and stderr buffers into their file descriptors."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+
+@contextlib.contextmanager
+def output_to(path):
+    """Send this process's stdout and stderr to `path` (appended) at the file-descriptor level, so C code and child
+    processes follow too; restored on exit. `None` changes nothing."""
+    if path is None:
+        yield
+        return
+    _flush_std()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "ab") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+    try:
+        yield
+    finally:
+        _flush_std()
+        for fd, old in zip((1, 2), saved):
+            os.dup2(old, fd)
+            os.close(old)
+
 def _worker_main(conn, threads: int) -> None:
-    """Worker process: run `(job id, fn, arg)` jobs from `conn` until None, answering `(job id, ok, result or traceback)`."""
+    """Worker process: run `(job id, fn, arg, log)` jobs from `conn` until None, with stdout and stderr in `log` when
+    given; answer `(job id, ok, result or traceback)`."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops busy workers itself
     set_threads(threads)
@@ -183,9 +211,10 @@ def _worker_main(conn, threads: int) -> None:
                 return
             if job is None:
                 return
-            jid, fn, arg = job
+            jid, fn, arg, log = job
             try:
-                out = (jid, True, fn(arg))
+                with output_to(log):
+                    out = (jid, True, fn(arg))
             except Exception:
                 out = (jid, False, traceback.format_exc())
             try:
@@ -228,8 +257,10 @@ class WorkerPool:
         self.procs = [(q, d) for q, d in self.procs if q is not p]
         return p.exitcode
 
-    def imap_unordered(self, fn, items):
-        """Yield `(index, ok, result or error text)` per item as workers finish; a dead worker's item fails."""
+    def imap_unordered(self, fn, items, log=None):
+        """Yield `(index, ok, result or error text)` per item as workers finish; a dead worker's item fails.
+        `log`: a file that gets the workers' stdout and stderr while they run these items."""
+        log = None if log is None else os.path.abspath(log)   # the workers' working directory may differ
         todo, busy, idle = list(enumerate(items))[::-1], {}, self.ensure()
         try:
             while todo or busy:
@@ -237,7 +268,7 @@ class WorkerPool:
                     p, c = idle.pop()
                     jid = next(self.jobs)
                     try:
-                        c.send((jid, fn, todo[-1][1]))
+                        c.send((jid, fn, todo[-1][1], log))
                     except OSError:  # died while idle: replace it, keep the item
                         self._retire(p, c)
                         idle.append(self.ensure()[-1])
@@ -298,13 +329,14 @@ def _module_of(fn) -> list[str]:
     m = getattr(getattr(fn, "func", fn), "__module__", None)  # a functools.partial: its function's module
     return [m] if m and m != "__main__" else []
 
-def run_process_pool(trials, trial_fn: Callable = run_trial, workers: int = 2, **_):
-    """Run trials on the warm process pool; a trial whose worker died or raised is FAILED."""
+def run_process_pool(trials, trial_fn: Callable = run_trial, workers: int = 2, log=None, **_):
+    """Run trials on the warm process pool, the workers' stdout and stderr in `log` (a file) when given;
+    a trial whose worker died or raised is FAILED."""
     trials = list(trials)
     if not trials:  # nothing left to run: do not start workers
         return
     pool = process_pool(workers, preload=_module_of(trial_fn))
-    for i, ok, value in pool.imap_unordered(trial_fn, trials):
+    for i, ok, value in pool.imap_unordered(trial_fn, trials, log):
         yield value if ok else failed_record(trials[i], value)
 
 # %% ../nbs/07_sweep.ipynb
@@ -433,14 +465,16 @@ def shutdown_executors() -> None:
 atexit.register(shutdown_executors)
 EXECUTORS = {"serial": run_serial, "process": run_process_pool, "ray": run_ray}
 
-def map_jobs(fn: Callable, items, executor: str = "serial", workers: int = 2, address: str | None = None) -> list:
-    """`[fn(x) for x in items]` on the executor's warm workers, in order; a failed job raises with its traceback."""
+def map_jobs(fn: Callable, items, executor: str = "serial", workers: int = 2, address: str | None = None,
+             log=None) -> list:
+    """`[fn(x) for x in items]` on the executor's warm workers, in order; a failed job raises with its traceback.
+    `log`: a file for the process pool workers' stdout and stderr."""
     items = list(items)
     if executor == "serial" or not items:
         with data_cache():
             return [fn(x) for x in items]
     if executor == "process":
-        done = process_pool(workers, preload=_module_of(fn)).imap_unordered(fn, items)
+        done = process_pool(workers, preload=_module_of(fn)).imap_unordered(fn, items, log)
     else:
         done = ray_imap_unordered(fn, items, workers, address)
     results = {}
@@ -482,7 +516,7 @@ def run_sweep(trials: list[Trial], out_dir, trial_fn: Callable = run_trial, exec
     for t in todo:
         set_aside(t)
     bar = progress_bar(total=len(todo), desc="trials", enabled=progress)
-    for rec in EXECUTORS[executor](todo, trial_fn=trial_fn, workers=workers, address=address):
+    for rec in EXECUTORS[executor](todo, trial_fn=trial_fn, workers=workers, address=address, log=out_dir / WORKER_LOG):
         append_jsonl(out_dir / "results.jsonl", rec)
         bar.update(1)
         bar.set_postfix_str(f"{rec['run_id']}: {rec['state']}")

@@ -1,5 +1,7 @@
 """Executors: the warm process pool (reuse, data cache, threads, killed workers, early stop) and warm Ray actors."""
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -7,11 +9,11 @@ import pytest
 import torch
 
 from ablation_harness.config import SweepPreset
-from ablation_harness.sweep import (COMPLETE, FAILED, load_records, make_trials, process_pool, run_sweep,
-                                    shutdown_executors, threads_per_worker)
+from ablation_harness.sweep import (COMPLETE, FAILED, WORKER_LOG, load_records, make_trials, process_pool,
+                                    run_sweep, shutdown_executors, threads_per_worker)
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _executor_helpers import fail_on_3, square, with_worker_facts  # noqa: E402
+from _executor_helpers import chatty_trial, fail_on_3, square, with_worker_facts  # noqa: E402
 from _sweep_helpers import kill_self_on_lr_01  # noqa: E402
 
 BASE = {"device": "cpu", "data": {"name": "digits", "n_train": 300, "n_val": 100},
@@ -50,6 +52,33 @@ def test_pool_is_reused_across_sweeps_and_loads_data_once_per_worker(tmp_path):
         assert max(r["data_loads"] for r in mine) == 1
         assert max(r["data_hits"] for r in mine) == len(mine) - 1
     assert {r["threads"] for r in recs} == {threads_per_worker(2)}
+
+
+SWEEP = """\
+import json, sys
+sys.path.insert(0, sys.argv[3])
+from _executor_helpers import chatty_trial
+from ablation_harness.config import SweepPreset
+from ablation_harness.sweep import make_trials, run_sweep
+run_sweep(make_trials(SweepPreset.model_validate(json.loads(sys.argv[2])), sys.argv[1]), sys.argv[1], chatty_trial,
+          "process", 2, progress=False)
+"""
+
+
+def test_pool_workers_write_into_the_sweep_log_not_onto_the_terminal(tmp_path):
+    """What trials print (from Python, below it, from children) lands in `workers.log`; the caller's stdout and
+    stderr stay empty; a failed trial keeps its traceback in its record and error.txt."""
+    preset = {"study_name": "ex", "base": BASE, "grid": {"optim.lr": [0.01, 0.02, 0.03]}}
+    r = subprocess.run([sys.executable, "-c", SWEEP, str(tmp_path), json.dumps(preset), str(Path(__file__).parent)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stdout + r.stderr
+    recs = {x["run_id"]: x for x in load_records(tmp_path)}
+    log = (tmp_path / WORKER_LOG).read_text()
+    assert len(recs) == 3 and all(f"{how} {run_id}\n" in log for run_id in recs
+                                  for how in ("print from", "fd 2 from", "child of")), log
+    failed = [x for x in recs.values() if x["state"] == FAILED]
+    assert [x["error"] for x in failed] == ["ValueError: deliberate failure"]
+    assert "Traceback" in (Path(failed[0]["run_dir"]) / "error.txt").read_text()
 
 
 @pytest.fixture

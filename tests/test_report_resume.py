@@ -75,3 +75,17 @@ def test_same_key_keeps_the_folder_and_another_key_starts_clean(tmp_path):
     assert report.run_study("s", "smoke", tmp_path / "runs", **kw).state == "cached"
     other = report.run_study("s", "smoke", tmp_path / "runs", extra_params={"scale": 2.0}, **kw)
     assert other.state == "ok" and (other.out_dir / "attempts.txt").read_text() == "x"        # started clean
+
+
+def test_run_dirs_are_per_profile_and_a_folder_the_report_did_not_make_is_never_emptied(tmp_path):
+    """`runs/<profile>/<study>`; files there without a manifest (e.g. `ablate --out_dir` output) refuse the study."""
+    assert report.study_dir(report.OUT_ROOT, "report", "s") == report.REPO_DIR / "runs" / "report" / "s"
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    write_study(exp, "s", [params_cell("scale = 1.0"), nbformat.v4.new_code_cell("x = 1")])
+    mine = tmp_path / "runs" / "smoke" / "s" / "s" / "run_1" / "metrics.jsonl"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("{}\n")
+    r = report._run_or_fail("s", "smoke", tmp_path / "runs", False, {"exp_dir": exp})
+    assert r.state == "failed" and r.error.startswith("FileExistsError: ") and "did not write" in r.error
+    assert mine.read_text() == "{}\n"
