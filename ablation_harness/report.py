@@ -242,11 +242,6 @@ class StudyResult:
         """The study's record of its last run (`report_study.json`)."""
         return read_manifest(self.out_dir)
 
-    def headline(self) -> dict:
-        """The numbers the study published in `headline.json` (empty when failed or absent)."""
-        path = self.out_dir / HEADLINE
-        return json.loads(path.read_text()) if self.state != "failed" and path.exists() else {}
-
 # %% ../nbs/20_report.ipynb
 def _describe(err: BaseException) -> str:
     """One line naming an error: the notebook's exception for papermill errors, else the Python one."""
