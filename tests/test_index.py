@@ -1,14 +1,21 @@
-"""The notebook index (nbs/00_index.ipynb) names only things that exist, and lists every public metric."""
+"""The notebook index (nbs/00_index.ipynb) names only public things that exist, each in one row, and lists every
+public function and class of the metric modules and of `stats`."""
 import importlib
 import json
+import pkgutil
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
+import ablation_harness.metrics
+
 ROOT = Path(__file__).resolve().parents[1]
 INDEX = ROOT / "nbs" / "00_index.ipynb"
-METRIC_MODULES = ("activations", "representation", "spectral", "trajectory", "gradients", "classification")
+METRIC_MODULES = ("activations", "representation", "spectral", "trajectory", "gradients", "classification", "callbacks",
+                  "noise", "invariance")
+INDEXED_MODULES = tuple(f"metrics.{m}" for m in METRIC_MODULES) + ("stats",)
 
 
 def table_rows() -> list[list[str]]:
@@ -63,9 +70,36 @@ def test_every_name_in_a_row_exists(row):
         assert (ROOT / "nbs" / "experiments" / f"{stem}.ipynb").exists(), chapter
 
 
-def test_every_public_metric_is_indexed():
-    listed = {n for r in ROWS for n in re.findall(r"`([\w.]+)`", r[1])}
-    for m in METRIC_MODULES:
-        mod = importlib.import_module(f"ablation_harness.metrics.{m}")
-        public = {f"metrics.{m}.{n}" for n in mod.__all__ if callable(getattr(mod, n))}
-        assert not public - listed, f"not in nbs/00_index.ipynb: {sorted(public - listed)}"
+def listed_names() -> list[str]:
+    """Every name in the function column, once per row it appears in."""
+    return [n for r in ROWS for n in re.findall(r"`([\w.]+)`", r[1])]
+
+
+def public_callables(mod) -> set[str]:
+    """The functions and classes in a module's `__all__` (not constants, not `typing` aliases such as `Literal`)."""
+    return {n for n in mod.__all__ if callable(obj := getattr(mod, n)) and getattr(obj, "__module__", None) != "typing"}
+
+
+def test_metric_modules_are_all_the_modules_of_the_metrics_package():
+    found = {m.name for m in pkgutil.iter_modules(ablation_harness.metrics.__path__) if not m.name.startswith("_")}
+    assert found == set(METRIC_MODULES), f"update METRIC_MODULES: {sorted(found ^ set(METRIC_MODULES))}"
+
+
+@pytest.mark.parametrize("module", INDEXED_MODULES)
+def test_every_public_function_and_class_is_indexed(module):
+    mod = importlib.import_module(f"ablation_harness.{module}")
+    public = {f"{module}.{n}" for n in public_callables(mod)}
+    missing = public - set(listed_names())
+    assert not missing, f"not in nbs/00_index.ipynb: {sorted(missing)}"
+
+
+def test_no_name_is_listed_in_two_rows():
+    twice = [n for n, k in Counter(listed_names()).items() if k > 1]
+    assert not twice, f"listed in more than one row of nbs/00_index.ipynb: {twice}"
+
+
+@pytest.mark.parametrize("name", sorted(set(listed_names())))
+def test_every_listed_name_is_public(name):
+    module, _ = resolve(name)
+    first = name[len(module) + 1:].split(".")[0]
+    assert first in importlib.import_module(f"ablation_harness.{module}").__all__, f"{name} is not in {module}.__all__"
