@@ -1,6 +1,7 @@
 """studies.feature_signal: correlation callback and its files, the augmentation probe against numpy,
 invariance, figures, and the experiment's seed-named files and claims."""
 import json
+import shutil
 from pathlib import Path
 
 import matplotlib
@@ -86,7 +87,7 @@ def test_self_correlation_has_unit_diagonal_and_matches_numpy(trained):
     assert all(torch.equal(last[k], cb.last[k]) and torch.equal(first[k], cb.first[k]) for k in cb.last)
 
 
-def test_corr_means_holds_one_entry_per_analysis_and_survives_a_restart(trained):
+def test_corr_means_holds_one_entry_per_analysis_and_survives_a_restart(trained, tmp_path):
     root, res, spy = trained
     path = res.run_dir.file(CORR_MEANS)
     first = json.loads(path.read_text())
@@ -97,13 +98,15 @@ def test_corr_means_holds_one_entry_per_analysis_and_survives_a_restart(trained)
     n_pairs = len(first[0]["means"])
     logged = [r for r in read_jsonl(res.run_dir.file("metrics.jsonl")) if r["metric"] == "mean_abs_corr"]
     assert len(logged) == 4 * n_pairs
-    # a second run in the same run directory appends; the earlier entries are untouched
-    res2 = run(_cfg(epochs=2), root=root, exist_ok=True)
-    assert res2.run_dir.path == res.run_dir.path
-    again = read_corr_means(path)
+    # a second run in (a copy of) the same run directory appends; the earlier entries are untouched
+    copy = tmp_path / "fs"
+    shutil.copytree(root, copy)
+    res2 = run(_cfg(epochs=2), root=copy, exist_ok=True)
+    assert res2.run_dir.path == copy / res.run_dir.path.relative_to(root)
+    again = read_corr_means(res2.run_dir.file(CORR_MEANS))
     assert again[:4] == first and len(again) == 7
     assert [e["index"] for e in again] == list(range(7))
-    assert not list(res.run_dir.path.glob(f".{CORR_MEANS}*.tmp"))
+    assert not list(res2.run_dir.path.glob(f".{CORR_MEANS}*.tmp"))
     df = corr_means_frame(again)
     assert len(df) == 7 * n_pairs and (df["mean_abs_corr"].between(0, 1)).all()
 
