@@ -17,7 +17,6 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.transforms import v2
 
 from .core import UserError
 from .registry import DATASETS
@@ -279,17 +278,18 @@ def data_cache():
         _CACHE = outer
 
 # %% ../nbs/02_data.ipynb
-AUGMENTS = {
-    "affine": lambda: [v2.RandomAffine(degrees=15, translate=(0.1, 0.1), scale=(0.9, 1.1))],
-    "elastic": lambda: [v2.ElasticTransform(alpha=30.0, sigma=4.0)],
-    "photometric": lambda: [v2.ColorJitter(brightness=0.3, contrast=0.3), v2.GaussianNoise(sigma=0.05)],
+AUGMENTS = {  # kind: its transforms, given `torchvision.transforms.v2` (imported on first use: ~1.4 s)
+    "affine": lambda v2: [v2.RandomAffine(degrees=15, translate=(0.1, 0.1), scale=(0.9, 1.1))],
+    "elastic": lambda v2: [v2.ElasticTransform(alpha=30.0, sigma=4.0)],
+    "photometric": lambda v2: [v2.ColorJitter(brightness=0.3, contrast=0.3), v2.GaussianNoise(sigma=0.05)],
 }
 
-def make_augment(kind: str) -> v2.Compose:
+def make_augment(kind: str):
     """The augmentation pipeline `kind` ('affine', 'elastic' or 'photometric')."""
     if kind not in AUGMENTS:
         raise ValueError(f"unknown augmentation {kind!r}; known: {sorted(AUGMENTS)}")
-    return v2.Compose(AUGMENTS[kind]())
+    from torchvision.transforms import v2
+    return v2.Compose(AUGMENTS[kind](v2))
 
 def augment_copies(img: Tensor, n: int, transform: Callable, seed: int) -> Tensor:
     """`n` independently augmented copies [n, C, H, W] of `img`, reproducible for `seed`."""

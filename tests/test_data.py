@@ -216,6 +216,16 @@ def test_iterate_batches_covers_each_index_once_and_is_seeded():
 
 # ---------------------------------------------------------------- augmentation
 
+def test_training_imports_leave_torchvision_out():
+    """torchvision (1.4 s to import, with torch._dynamo) loads only when augmenting or reading its data sets: a kernel
+    or a sweep worker that trains does not pay for it."""
+    import subprocess
+    import sys
+    code = ("import sys, ablation_harness.sweep, ablation_harness.metrics.callbacks, ablation_harness.metrics.invariance, "
+            "ablation_harness.plots\nprint('torchvision' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
 @pytest.mark.parametrize("kind", ["affine", "elastic", "photometric"])
 def test_augment_copies_reproducible_distinct_and_rng_neutral(kind):
     img = load_data(cfg(name="mnist", val_fraction=0, normalize=False, n_test=10)).test.x[0]

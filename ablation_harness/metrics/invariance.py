@@ -10,7 +10,6 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from torchvision.transforms import v2
 
 from ..core import torch_threads
 from ..data import augment_copies, load_data, make_augment
@@ -27,8 +26,9 @@ __all__ = ['DIGIT_AUGMENTS', 'AUGMENTATION', 'INVARIANCE', 'INVARIANCE_REFERENCE
 # %% ../../nbs/05i_metrics.invariance.ipynb
 DIGIT_AUGMENTS = ("affine", "elastic", "photometric")
 
-def digit_augment(kinds: Sequence[str] = DIGIT_AUGMENTS) -> v2.Compose:
-    """The data module's augmentations `kinds`, chained, for [0, 1] images (elastic needs >= 17 px)."""
+def digit_augment(kinds: Sequence[str] = DIGIT_AUGMENTS):
+    """The data module's augmentations `kinds`, chained (a `v2.Compose`), for [0, 1] images (elastic needs >= 17 px)."""
+    from torchvision.transforms import v2
     return v2.Compose([make_augment(k) for k in kinds])
 
 def augmented_views(img: torch.Tensor, n: int, seed: int, transform=None) -> torch.Tensor:
