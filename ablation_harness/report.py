@@ -37,7 +37,7 @@ import ablation_harness
 from .core import (LIBS, PROGRESS_ENV, _version, atomic_write_bytes, atomic_write_json, git_sha,
                                    now_iso)
 from .config import ConfigError, check_params
-from .stats import claims_table, format_estimate, read_headline, significant
+from .stats import claims_table, format_estimate, read_headline, seeds_text, significant
 
 # %% auto 0
 __all__ = ['PACKAGE_DIR', 'REPO_DIR', 'DATA_DIR', 'NBS_DIR', 'EXP_DIR', 'BOOK_DIR', 'OUT_ROOT', 'PROFILES', 'MANIFEST',
@@ -620,7 +620,7 @@ def claim_sentence(c: dict) -> str:
     ref = c.get("reference") or None
     ref_text = f"; reference {ref['value']:g} ({ref['source']})" if ref else ""
     return (f"{badge(c['verdict'])} {c['claim'].rstrip('. ')}: **{estimate_text(c)}** "
-            f"(95% {c['ci_method']}, {c['n_seeds']} seeds{ref_text}).")
+            f"(95% {c['ci_method']}, {seeds_text(c['n_seeds'])}{ref_text}).")
 
 def converged_text(conv) -> str:
     """`context.converged` in words: a bool, a fraction of runs, or a dict of conditions."""
@@ -638,7 +638,7 @@ def context_line(ctx: dict) -> str:
     seeds = ctx.get("seeds")
     conv_text = converged_text(ctx.get("converged"))
     parts = [f"Profile `{ctx.get('profile', '?')}`",
-             f"{len(seeds)} seed{'s' * (len(seeds) != 1)}" if isinstance(seeds, list)
+             seeds_text(len(seeds)) if isinstance(seeds, list)
              else f"seeds {seeds}" if seeds is not None else "",
              f"wall time {ctx['wall_time_s']:.0f} s" if isinstance(ctx.get("wall_time_s"), (int, float)) else "",
              f"converged: {conv_text}" + (f" ({ctx['convergence_criterion'].rstrip('.')})"

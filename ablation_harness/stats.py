@@ -23,8 +23,8 @@ __all__ = ['Verdict', 'UNSETTLED', 'NO_INTERVAL', 't_interval', 'diff_interval',
            'power_law', 'effect_verdict', 'reference_verdict', 'plateaued', 'Reference', 'Claim', 'claim',
            'write_headline', 'read_headline', 'claims_table', 'decimals_for', 'format_estimate', 'significant',
            'two_way', 'decompose', 'pooled_sd', 'best_vs_worst', 'factor_contrast', 'partial_eta_squared', 'limit_side',
-           'seed_claim', 'claim_text', 'trend', 'validation_numbers', 'power_law_band', 'slope_difference',
-           'bootstrap_means', 'band_verdict']
+           'seed_claim', 'seeds_text', 'claim_text', 'trend', 'validation_numbers', 'power_law_band',
+           'slope_difference', 'bootstrap_means', 'band_verdict']
 
 # %% ../nbs/05s_stats.ipynb
 def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
@@ -292,10 +292,14 @@ def seed_claim(id: str, sentence: str, values, unit: str = "", null: float = 0.0
     verdict = effect_verdict([lo - null, hi - null], converged is not False)
     return claim(id, sentence, est, [lo, hi], int(np.isfinite(v).sum()), verdict, ci_method, unit, converged=converged)
 
+def seeds_text(n: int) -> str:
+    """'1 seed', '3 seeds'."""
+    return f"{n} seed{'s' * (n != 1)}"
+
 def claim_text(c: dict) -> str:
     """'0.912 [0.905, 0.919] (3 seeds, resolved)' for a claim dict."""
     ci = [math.nan if b is None else b for b in c["ci"]]
-    return f"{format_estimate(c['estimate'], ci, c['unit'])} ({c['n_seeds']} seeds, {c['verdict']})"
+    return f"{format_estimate(c['estimate'], ci, c['unit'])} ({seeds_text(c['n_seeds'])}, {c['verdict']})"
 
 # %% ../nbs/05s_stats.ipynb
 UNSETTLED = "cannot be judged yet (not every run converged)"

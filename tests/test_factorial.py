@@ -221,6 +221,7 @@ def test_cli_redraws_and_heatmap_numbers_equal_summary(tiny_study, tmp_path):
     ref = summary.groupby(["channels", "hidden"])[list(NINE)].agg(["mean", "std"])
     panels = [ax for ax in fig.axes if ax.get_title() in NINE.values()]
     assert [ax.get_title() for ax in panels] == list(NINE.values()) and len(fig.axes) == 18   # 9 panels + 9 colour bars
+    assert [ax.get_ylabel() for ax in fig.axes if ax not in panels] == ["mean over seeds"] * 9     # each colour bar says what it encodes
     for ax, metric in zip(panels, NINE):
         rows = [int(t.get_text()) for t in ax.get_yticklabels()]
         cols = [int(t.get_text()) for t in ax.get_xticklabels()]

@@ -82,6 +82,8 @@ def test_formatting_known_answers():
     assert stats.claim_text(c) == "0.9120 [0.9050, 0.9190] (3 seeds, resolved)"
     assert stats.claim_text({**c, "ci": [None, None], "n_seeds": 2, "verdict": "unresolved"}) == \
         "0.912 (no interval) (2 seeds, unresolved)"
+    assert stats.claim_text({**c, "n_seeds": 1}) == "0.9120 [0.9050, 0.9190] (1 seed, resolved)"
+    assert [stats.seeds_text(n) for n in (0, 1, 2)] == ["0 seeds", "1 seed", "2 seeds"]
 
 
 def test_claim_schema_refuses_bad_claims_and_keeps_the_reference():

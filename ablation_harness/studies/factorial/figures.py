@@ -68,7 +68,8 @@ def plot_factorial_heatmaps(cells: pd.DataFrame, row: str = "channels", col: str
         M, S = _pivot(sub, row, col, "mean"), _pivot(sub, row, col, "std")
         d = annotation_decimals(M.values)
         sns.heatmap(M, ax=ax, cmap=cmap, annot=cell_labels(M, S, d), fmt="", annot_kws={"fontsize": 10},
-                    cbar_kws={"format": FormatStrFormatter(f"%.{d}f"), "fraction": 0.046, "pad": 0.03})
+                    cbar_kws={"format": FormatStrFormatter(f"%.{d}f"), "fraction": 0.046, "pad": 0.03,
+                              "label": "mean over seeds"})
         ax.collections[0].colorbar.ax.tick_params(labelsize=8)
         ax.tick_params(axis="y", rotation=0)
         ax.set_xlabel(col_label or col)

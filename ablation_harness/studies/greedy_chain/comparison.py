@@ -12,7 +12,7 @@ import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
 from ...plots import require_columns
-from ...stats import format_estimate
+from ...stats import format_estimate, seeds_text
 from .analysis import MODEL_COLORS, MODEL_LABELS
 from .figures import (_by_layer, _grid, _label, _run_colors, _run_legend,
                                                            _test_accuracy)
@@ -185,7 +185,7 @@ def _paired_test_accuracy(ax, runs: pd.DataFrame, gap: dict | None) -> None:
            ylabel="test accuracy")
     head = "Test accuracy, paired by seed"
     if gap is not None:
-        head += f"\nGMLP − MLP {format_estimate(gap['estimate'], gap['ci'])} ({gap['n_seeds']} seeds, {gap['verdict']})"
+        head += f"\nGMLP − MLP {format_estimate(gap['estimate'], gap['ci'])} ({seeds_text(gap['n_seeds'])}, {gap['verdict']})"
     ax.set_title(head, fontsize=10)
     ax.grid(alpha=0.3, axis="y")
 
