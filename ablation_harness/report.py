@@ -6,8 +6,12 @@
 from __future__ import annotations
 
 import atexit
+import gc
 import hashlib
+import importlib
 import json
+import multiprocessing as mp
+from multiprocessing import resource_tracker
 import os
 import platform
 import re
@@ -37,21 +41,23 @@ import ablation_harness
 from .core import (LIBS, PROGRESS_ENV, _version, atomic_write_bytes, atomic_write_json, git_sha,
                                    now_iso)
 from .config import ConfigError, check_params
+from .sweep import PRELOAD, _die_with_parent
 from .stats import claims_table, format_estimate, read_headline, seeds_text, significant
 
 # %% auto 0
 __all__ = ['PACKAGE_DIR', 'REPO_DIR', 'DATA_DIR', 'NBS_DIR', 'EXP_DIR', 'BOOK_DIR', 'OUT_ROOT', 'PROFILES', 'MANIFEST',
-           'HEADLINE', 'PACKAGE_SUFFIXES', 'HASH_SKIP', 'KERNEL_ARGS', 'TQDM_BAR', 'KERNEL_LOG', 'CLAIMS_SNAPSHOT',
-           'CLAIMS_PREVIOUS', 'FOLD_TAGS', 'HTML_FLOAT', 'SKIP_DIRECTIVES', 'DIRECTIVE_TAGS', 'API_WORKERS',
-           'VERDICT_BADGE', 'LOCK_FILES', 'PIN', 'discover_studies', 'study_dir', 'UnknownParameterError',
-           'declared_parameters', 'study_executor', 'study_params', 'library_versions', 'notebook_content',
-           'study_hash', 'interactive', 'StudyProgress', 'study_progress', 'papermill_options', 'private_kernel',
-           'read_manifest', 'StudyResult', 'cached_result', 'run_study', 'study_headline', 'study_claims',
-           'rotate_claims', 'estimate_text', 'claim_changes', 'display_path', 'path_replacements', 'scrubber',
-           'round_tables', 'parameters_markdown', 'dress_chapter', 'execute_api_notebook', 'dress_api', 'api_base_key',
-           'chapter_bytes', 'notebook_title', 'reproduce_command', 'badge', 'claim_sentence', 'converged_text',
-           'context_line', 'key_figure', 'book_figure', 'intro_page', 'summary_page', 'lock_pins', 'lock_section',
-           'provenance_page', 'assemble_book', 'build_book', 'results_table', 'result_line', 'make_report']
+           'HEADLINE', 'PACKAGE_SUFFIXES', 'HASH_SKIP', 'KERNEL_ARGS', 'TQDM_BAR', 'KERNEL_PRELOAD', 'KERNEL_LOG',
+           'CLAIMS_SNAPSHOT', 'CLAIMS_PREVIOUS', 'FOLD_TAGS', 'HTML_FLOAT', 'SKIP_DIRECTIVES', 'DIRECTIVE_TAGS',
+           'API_WORKERS', 'VERDICT_BADGE', 'LOCK_FILES', 'PIN', 'discover_studies', 'study_dir',
+           'UnknownParameterError', 'declared_parameters', 'study_executor', 'study_params', 'library_versions',
+           'notebook_content', 'study_hash', 'interactive', 'StudyProgress', 'study_progress', 'papermill_options',
+           'ForkedKernel', 'ForkedKernelManager', 'private_kernel', 'read_manifest', 'StudyResult', 'cached_result',
+           'run_study', 'study_headline', 'study_claims', 'rotate_claims', 'estimate_text', 'claim_changes',
+           'display_path', 'path_replacements', 'scrubber', 'round_tables', 'parameters_markdown', 'dress_chapter',
+           'execute_api_notebook', 'dress_api', 'api_base_key', 'chapter_bytes', 'notebook_title', 'reproduce_command',
+           'badge', 'claim_sentence', 'converged_text', 'context_line', 'key_figure', 'book_figure', 'intro_page',
+           'summary_page', 'lock_pins', 'lock_section', 'provenance_page', 'assemble_book', 'build_book',
+           'results_table', 'result_line', 'make_report']
 
 # %% ../nbs/20_report.ipynb
 PACKAGE_DIR = Path(ablation_harness.__file__).resolve().parent
@@ -198,14 +204,86 @@ def papermill_options() -> dict:
     return opts
 
 # %% ../nbs/20_report.ipynb
+KERNEL_PRELOAD = ["__main__", "ablation_harness.report", "ipykernel.kernelapp", "ipykernel.ipkernel",
+                  *PRELOAD, "ablation_harness.plots"]
+
+def _kernel_main(argv: list[str], cwd: str, env: dict, log) -> None:
+    """A forked kernel: its own session, environment, folder and output file, then ipykernel's app until shutdown."""
+    gc.freeze()   # the server's objects are never collected here: their pages stay shared, not copied
+    os.setsid()   # like a launched kernel: a Ctrl-C meant for the report is not the kernel's
+    _die_with_parent()
+    tracker = resource_tracker._resource_tracker   # forget the report's resource tracker: the kernel starts its own
+    tracker._fd = tracker._pid = None
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    fd = os.open(log or os.devnull, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    from ipykernel.kernelapp import IPKernelApp
+    app = IPKernelApp.instance()
+    app.initialize(argv)
+    import matplotlib
+    matplotlib.rcParams["backend"] = os.environ["MPLBACKEND"]   # set by ipykernel; matplotlib read it at import
+    try:
+        app.start()
+    finally:
+        atexit._run_exitfuncs()   # multiprocessing ends the process with os._exit
+
+class ForkedKernel:
+    """A forked kernel process with the `subprocess.Popen` methods jupyter_client's local provisioner calls."""
+    stdin = stdout = stderr = None
+
+    def __init__(self, process):
+        self.process, self.pid = process, process.pid
+
+    def poll(self):
+        return self.process.exitcode
+
+    def wait(self, timeout=None):
+        self.process.join(timeout)
+        return self.process.exitcode
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def terminate(self) -> None:
+        self.process.terminate()
+
+class ForkedKernelManager(AsyncKernelManager):
+    """`AsyncKernelManager` whose ipykernel kernels fork from a server that has imported `KERNEL_PRELOAD`."""
+    output_log = None   # the file the kernel's stdout and stderr are appended to (None: discarded)
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
+        same_python = os.path.realpath(kernel_cmd[0]) == os.path.realpath(sys.executable)
+        if not same_python or kernel_cmd[1:3] != ["-m", "ipykernel_launcher"]:   # another interpreter or kernel
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(KERNEL_PRELOAD)   # used when the server starts (it is shared with the sweep pool)
+        main = importlib.import_module("ablation_harness.report")._kernel_main   # by module and name, as the server
+        # unpickles it (in a notebook that defines it, `_kernel_main` would be __main__'s)
+        cwd = str(kw.get("cwd") or os.getcwd())
+        p = ctx.Process(target=main, args=(kernel_cmd[3:], cwd, dict(kw["env"]), self.output_log))
+        p.start()
+        prov = self.provisioner
+        prov.process, prov.pid, prov.pgid, prov.cwd = ForkedKernel(p), p.pid, None, cwd
+        self._reconcile_connection_info(prov.connection_info)
+
+
+# %% ../nbs/20_report.ipynb
 KERNEL_LOG = "kernel.log"   # in a study's run dir: the stdout and stderr of its kernel and of what the kernel started
 
 @contextmanager
 def private_kernel(cwd, log=None):
-    """A started python3 kernel (`AsyncKernelManager`) on unix sockets in a private temporary folder, working in
+    """A started python3 kernel (`ForkedKernelManager`) on unix sockets in a private temporary folder, working in
     `cwd`, its stdout and stderr appended to `log` (discarded when None); shut down on exit."""
     with tempfile.TemporaryDirectory(prefix="ah-kernel-") as d, open(log or os.devnull, "ab") as out:
-        km = AsyncKernelManager(kernel_name="python3", transport="ipc", ip=f"{d}/ipc", connection_file=f"{d}/kernel.json")
+        km = ForkedKernelManager(kernel_name="python3", transport="ipc", ip=f"{d}/ipc", connection_file=f"{d}/kernel.json")
+        km.output_log = None if log is None else str(Path(log).resolve())
         run_sync(km.start_kernel)(extra_arguments=KERNEL_ARGS, cwd=str(cwd), stdout=out, stderr=out)
         try:
             yield km

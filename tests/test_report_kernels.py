@@ -79,3 +79,36 @@ def test_what_a_study_writes_below_python_reaches_its_log_and_notebook_not_the_t
     shown = "".join(o.get("text", "") for c in nbformat.read(out / "chatty.ipynb", as_version=4).cells
                     for o in c.get("outputs", []))
     assert "a print" in shown, shown   # (ipykernel forwards fd-level output too, but may miss a cell's last lines)
+
+
+FORKED = """\
+import os, sys
+print(sorted(m for m in ("torch", "sklearn", "ablation_harness.sweep", "ipykernel.ipkernel") if m in sys.modules))
+print(os.getcwd())
+print(os.environ.get("AH_KERNEL_PROBE"))
+from ablation_harness.registry import CALLBACKS
+print("kernel_probe" in CALLBACKS)
+CALLBACKS.register("kernel_probe", object)
+import matplotlib.pyplot as plt
+plt.plot([0, 1])
+plt.show()
+"""
+
+
+def test_kernels_fork_with_the_imports_done_and_inherit_nothing_from_each_other(tmp_path, monkeypatch):
+    """Before its first cell a kernel has torch, scikit-learn and the package (imported once, by the fork server);
+    it works in its own folder with the environment of its start, draws inline, and does not see what the previous
+    kernel registered."""
+    src = tmp_path / "probe.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell(FORKED)]), src)
+    for value in ("first", "second"):
+        monkeypatch.setenv("AH_KERNEL_PROBE", value)
+        cwd = tmp_path / value
+        cwd.mkdir()
+        nb, error = report.execute_api_notebook(src, cwd)
+        assert error is None
+        outputs = nb.cells[0].outputs
+        lines = outputs[0].text.splitlines()
+        assert lines == [str(["ablation_harness.sweep", "ipykernel.ipkernel", "sklearn", "torch"]), str(cwd.resolve()),
+                         value, "False"]
+        assert [o.output_type for o in outputs[1:]] == ["display_data"] and "image/png" in outputs[1].data
