@@ -37,7 +37,7 @@ PROFILE_SIZES = {
     "smoke": {"N": 32, "epochs": 2, "n_train": 1024, "n_val": 256, "n_test": 300, "analysis_samples": 128,
               "metrics_log_frequency": 5},
     "report": {"N": 256, "epochs": 20, "n_train": None, "n_val": 1000, "n_test": None, "analysis_samples": 256,
-               "metrics_log_frequency": 100},
+               "metrics_log_frequency": 200},
     "full": {"N": 1024, "epochs": 60, "n_train": None, "n_val": 5000, "n_test": None, "analysis_samples": 1024,
              "metrics_log_frequency": 5},
 }
