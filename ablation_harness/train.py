@@ -133,13 +133,16 @@ def make_scheduler(opt, cfg, total: int) -> torch.optim.lr_scheduler.LambdaLR:
 
 # %% ../nbs/04_train.ipynb
 @torch.no_grad()
-def evaluate(model, ds, task: Task, batch_size: int = 1024) -> dict[str, float]:
-    """Weighted mean loss and metrics of a model over a dataset, in eval mode."""
+def evaluate(model, ds, task: Task, batch_size: int = 1024, outputs: list | None = None) -> dict[str, float]:
+    """Weighted mean loss and metrics of a model over a dataset, in eval mode; `outputs`, a list, receives the
+    model's output of every batch."""
     was = model.training
     model.eval()
     totals, n = {}, 0
     for xb, yb in iterate_batches(ds, batch_size, shuffle=False):
         out = model(xb)
+        if outputs is not None:
+            outputs.append(out)
         w = task.weight(yb)
         vals = {"loss": task.loss(out, yb), **task.metrics(out, yb)}
         for k, v in vals.items():
@@ -325,8 +328,11 @@ class Trainer:
         return total / max(n, 1)
 
     def validate(self) -> dict:
-        """Evaluate on the validation data, log, and fire `validation_end`."""
-        self.val_metrics = evaluate(self.model, self.val_data, self.task, max(1024, self.cfg.train.batch_size))
+        """Evaluate on the validation data, log, and fire `validation_end` (which may read `val_outputs`, the
+        model's output per validation batch, in order)."""
+        self.val_outputs = []
+        self.val_metrics = evaluate(self.model, self.val_data, self.task, max(1024, self.cfg.train.batch_size),
+                                    self.val_outputs)
         self.log_many([{"metric": k, "value": v, "split": "val"} for k, v in self.val_metrics.items()])
         self.fire("validation_end")
         return self.val_metrics

@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import confusion_matrix, f1_score
 
 from ablation_harness.config import ConfigError, RunConfig
 from ablation_harness.core import read_jsonl
@@ -70,6 +71,26 @@ def test_spectral_files_match_numpy_svd_and_classification_agrees_with_trainer(t
         assert ours == pytest.approx(acc)
     final = json.loads((d / "classification_final.json").read_text())
     assert np.array(final["confusion"]).sum() == 128
+
+
+class CountEvalForwards(Callback):
+    """Counts the model's forward passes in eval mode (validation, or any callback predicting)."""
+    def on_fit_start(self, trainer):
+        self.n = 0
+        trainer.model.register_forward_hook(lambda m, i, o: setattr(self, "n", self.n + (not m.training)))
+
+
+def test_classification_reads_the_validation_pass_and_matches_a_fresh_prediction(tmp_path):
+    counter = CountEvalForwards()
+    res, rows = tiny_run(tmp_path, [{"name": "classification"}], epochs=2, extra=[counter])
+    assert counter.n == 2   # one validation batch per epoch, and no second pass by the callback
+    val = res.trainer.val_data
+    with torch.no_grad():
+        pred = res.trainer.model.eval()(val.x).argmax(-1).numpy()
+    final = json.loads((res.run_dir.path / "classification_final.json").read_text())
+    np.testing.assert_array_equal(final["confusion"], confusion_matrix(val.y.numpy(), pred, labels=range(10)))
+    f1 = [r["value"] for r in rows if r["metric"] == "macro_f1" and r["epoch"] == 1]
+    assert f1 == [pytest.approx(f1_score(val.y.numpy(), pred, average="macro"))]
 
 
 def test_representation_rows_match_numpy_on_the_analysis_batch(tmp_path):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import torch
 
 from ..core import atomic_write_json
-from ..data import iterate_batches
 from .activations import capture
 from .classification import classification_metrics, confusion, report
 from .gradients import GradientDynamics
@@ -190,24 +189,14 @@ class RepresentationCallback(ScheduledCallback):
 # %% ../../nbs/05g_metrics.callbacks.ipynb
 @register_callback("classification")
 class ClassificationCallback(Callback):
-    """Validation accuracy and macro-F1 after every validation; confusion matrix and report at the end."""
+    """Validation accuracy and macro-F1 after every validation, from the arg-max of the outputs the trainer's
+    validation kept (`val_outputs`: no second pass over the data); confusion matrix and report at the end."""
 
-    def __init__(self, batch_size: int = 1024):
-        self.batch_size, self.last = batch_size, None
-
-    @torch.no_grad()
-    def _predict(self, trainer) -> tuple[torch.Tensor, torch.Tensor]:
-        """Arg-max predictions and labels over the validation data, in eval mode."""
-        model, was = trainer.model, trainer.model.training
-        model.eval()
-        try:
-            pairs = [(model(xb).argmax(-1), yb) for xb, yb in iterate_batches(trainer.val_data, self.batch_size, shuffle=False)]
-        finally:
-            model.train(was)
-        return torch.cat([p for p, _ in pairs]), torch.cat([y for _, y in pairs])
+    def __init__(self):
+        self.last = None
 
     def on_validation_end(self, trainer):
-        pred, y = self._predict(trainer)
+        y, pred = trainer.val_data.y, torch.cat([out.argmax(-1) for out in trainer.val_outputs])
         self.last = (y, pred)
         trainer.log_many([{"metric": k, "value": v, "split": "val"} for k, v in classification_metrics(y, pred).items()])
 
