@@ -68,7 +68,8 @@ def check_trials(trials, source: str) -> None:
     seen = set()
     for t in trials:
         cfg = RunConfig.model_validate(t.config)
-        key = json.dumps([cfg.data.name, cfg.model.name, cfg.task, [c.model_dump() for c in cfg.callbacks]], default=str)
+        key = json.dumps([cfg.data.name, cfg.data.options, cfg.model.name, cfg.model.options, cfg.task,
+                          [c.model_dump() for c in cfg.callbacks]], default=str)
         if key in seen:
             continue
         seen.add(key)

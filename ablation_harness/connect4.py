@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .core import atomic_write_bytes
-from .data import DEFAULT_ROOT, ArrayDataset, DataBundle, source_options
+from .data import DEFAULT_ROOT, ArrayDataset, DataBundle, register_source, source_options
 
 # %% auto 0
 __all__ = ['ROWS', 'COLS', 'CELLS', 'WINDOWS', 'WINDOWS_T', 'WIN_SCORE', 'WIN_STEP', 'LINE_VALUE', 'STRENGTHS',
@@ -402,9 +402,10 @@ def pack_games(games) -> ArrayDataset:
 # %% ../nbs/02a_connect4.ipynb
 def connect4_games(cfg):
     """The (cached) games a data config asks for."""
-    o = source_options(cfg, **CONNECT4_OPTIONS)
+    o = source_options(cfg)
     return cached_games(game_cache_dir(cfg.root), o["n_games"], o["game_seed"], o["depth"], o["temperature"], o["mirror"])
 
+@register_source("connect4", options=CONNECT4_OPTIONS)
 def connect4_source(cfg) -> DataBundle:
     """Teacher self-play games split by original game into train/val, one padded game per row."""
     if cfg.normalize:

@@ -19,15 +19,15 @@ import torch
 from torch import Tensor
 
 from .core import UserError
-from .registry import DATASETS
+from .registry import DATASETS, merged_options
 
 # %% auto 0
 __all__ = ['SPLITS', 'SOURCES', 'MNIST_SUBSET', 'DEFAULT_ROOT', 'TORCHVISION_SOURCES', 'CACHE_STATS', 'DATA_CACHE_SIZE',
            'AUGMENTS', 'ArrayDataset', 'iterate_batches', 'DataBundle', 'stratified_split', 'stratified_subset',
            'register_source', 'source_options', 'raw_bundle', 'mnist_subset', 'digits', 'preserve_global_rng',
-           'mnist1d', 'DataUnavailable', 'torchvision_folder', 'torchvision_split', 'register_torchvision',
-           'map_inputs', 'carve_splits', 'to_float', 'channel_stats', 'load_data', 'data_cache', 'make_augment',
-           'augment_copies']
+           'mnist1d_options', 'mnist1d', 'DataUnavailable', 'torchvision_folder', 'torchvision_split',
+           'register_torchvision', 'map_inputs', 'carve_splits', 'to_float', 'channel_stats', 'load_data', 'data_cache',
+           'make_augment', 'augment_copies']
 
 # %% ../nbs/02_data.ipynb
 @dataclass
@@ -107,16 +107,18 @@ def stratified_subset(y, n: int, seed: int, stratify: bool = True) -> Tensor:
 # %% ../nbs/02_data.ipynb
 SOURCES = DATASETS
 
-def register_source(name: str) -> Callable:
-    """Decorator that registers `fn(cfg) -> DataBundle` as the data source `name`."""
-    return DATASETS.register(name)
+def register_source(name: str, options=None) -> Callable:
+    """Decorator that registers `fn(cfg) -> DataBundle` as the data source `name`; `options`: the keys its
+    `data.options` may set, with their defaults (a dict, or a function returning one)."""
+    def deco(fn):
+        if options is not None:
+            fn.options = options
+        return DATASETS.register(name, fn)
+    return deco
 
-def source_options(cfg, **defaults) -> dict:
-    """`cfg.options` laid over `defaults`; a key not in `defaults` is an error."""
-    unknown = sorted(set(cfg.options) - set(defaults))
-    if unknown:
-        raise ValueError(f"data.options: unknown key(s) {unknown} for {cfg.name!r}; known: {sorted(defaults)}")
-    return {**defaults, **cfg.options}
+def source_options(cfg) -> dict:
+    """`cfg.options` laid over the options its data source declares; an undeclared key is an error."""
+    return merged_options(cfg.options, DATASETS[cfg.name], "data.options", cfg.name)
 
 def raw_bundle(name: str, x_train, y_train, x_test, y_test, num_classes: int, **meta) -> DataBundle:
     """A classification bundle from train/test arrays (numpy or torch), before any processing."""
@@ -134,11 +136,11 @@ def mnist_subset(cfg) -> DataBundle:
         return raw_bundle("mnist", z["x_train"][:, None], z["y_train"], z["x_test"][:, None], z["y_test"], 10,
                           source=MNIST_SUBSET, licence="CC BY-SA 3.0")
 
-@register_source("digits")
+@register_source("digits", options={"test_fraction": 0.2, "split_seed": 0})
 def digits(cfg) -> DataBundle:
     """scikit-learn's `load_digits` as [N, 1, 8, 8] floats in [0, 1], with a seeded stratified test split."""
     from sklearn.datasets import load_digits
-    opts = source_options(cfg, test_fraction=0.2, split_seed=0)
+    opts = source_options(cfg)
     d = load_digits()
     x, y = torch.from_numpy(d.images[:, None] / 16.0).float(), torch.from_numpy(d.target)
     tr, te = stratified_split(y, opts["test_fraction"], opts["split_seed"])
@@ -154,12 +156,17 @@ def preserve_global_rng():
         random.setstate(py_state)
         np.random.set_state(np_state)
 
-@register_source("mnist1d")
+def mnist1d_options() -> dict:
+    """MNIST-1D's generator arguments (`mnist1d.data.get_dataset_args`) without its download URL."""
+    from mnist1d.data import get_dataset_args
+    return {k: v for k, v in vars(get_dataset_args()).items() if k != "url"}
+
+@register_source("mnist1d", options=mnist1d_options)
 def mnist1d(cfg) -> DataBundle:
     """MNIST-1D from `mnist1d.data.make_dataset` (never its downloader) as [N, 1, length] floats."""
     from mnist1d.data import get_dataset_args, make_dataset
     args = get_dataset_args()
-    vars(args).update(source_options(cfg, **{k: v for k, v in vars(args).items() if k != "url"}))
+    vars(args).update(source_options(cfg))
     with preserve_global_rng():
         d = make_dataset(args)
     return raw_bundle("mnist1d", torch.from_numpy(d["x"][:, None]).float(), d["y"],

@@ -70,10 +70,10 @@ def markov_floor(data_cfg) -> float:
     o = {**MARKOV_DEFAULTS, **data_cfg.options}
     return entropy_rate(random_chain(o["vocab"], o["concentration"], o["chain_seed"]))
 
-@register_source("markov")
+@register_source("markov", options=MARKOV_DEFAULTS)
 def markov(cfg) -> DataBundle:
     """Next-token sequences of a seeded random Markov chain; meta holds the entropy-rate floor."""
-    o = source_options(cfg, **MARKOV_DEFAULTS)
+    o = source_options(cfg)
     if cfg.normalize:
         raise ValueError("data.normalize must be false for 'markov': inputs are token ids")
     P = random_chain(o["vocab"], o["concentration"], o["chain_seed"])

@@ -5,6 +5,7 @@
 # %% ../nbs/03_models.ipynb 2
 from __future__ import annotations
 
+import inspect
 import math
 from collections import OrderedDict
 
@@ -12,12 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import MODELS
+from .registry import MODELS, merged_options
 
 # %% auto 0
-__all__ = ['TinyCNN', 'MLP', 'conv_bn_relu', 'CNNGRU', 'SmallCNN', 'register_model', 'build_model', 'count_params',
-           'CausalSelfAttention', 'Block', 'TinyTransformer', 'make_anchors', 'anchor_similarity', 'anchor_logits',
-           'GreedyBlock', 'GMLP', 'chain_layers', 'final_logits']
+__all__ = ['GMLP_OPTIONS', 'TinyCNN', 'MLP', 'conv_bn_relu', 'CNNGRU', 'SmallCNN', 'register_model', 'model_options',
+           'build_model', 'count_params', 'CausalSelfAttention', 'Block', 'TinyTransformer', 'make_anchors',
+           'anchor_similarity', 'anchor_logits', 'GreedyBlock', 'GMLP', 'chain_layers', 'final_logits']
 
 # %% ../nbs/03_models.ipynb
 class TinyCNN(nn.Module):
@@ -102,9 +103,18 @@ class SmallCNN(nn.Module):
         return self.dense(self.features(x))
 
 # %% ../nbs/03_models.ipynb
-def register_model(name: str):
-    """Decorator: register a builder `f(cfg, input_shape, num_classes) -> nn.Module`."""
-    return MODELS.register(name)
+def register_model(name: str, options: dict | None = None):
+    """Decorator: register a builder `f(cfg, input_shape, num_classes) -> nn.Module`; `options`: the keys its
+    `model.options` may set, with their defaults."""
+    def deco(fn):
+        if options is not None:
+            fn.options = options
+        return MODELS.register(name, fn)
+    return deco
+
+def model_options(cfg) -> dict:
+    """`cfg.options` laid over the options its model builder declares; an undeclared key is an error."""
+    return merged_options(cfg.options, MODELS[cfg.name], "model.options", cfg.name)
 
 @register_model("tinycnn")
 def _tinycnn(cfg, input_shape, num_classes):
@@ -189,14 +199,11 @@ class TinyTransformer(nn.Module):
         h = self.tok(idx) + self.pos(torch.arange(idx.shape[1], device=idx.device))
         return self.head(self.ln_f(self.blocks(h)))
 
-@register_model("tiny_transformer")
+@register_model("tiny_transformer", options={"heads": 2, "mlp_ratio": 4})
 def _tiny_transformer(cfg, input_shape, num_classes):
     """TinyTransformer from a config (context = input_shape[-1], vocabulary = num_classes)."""
-    unknown = sorted(set(cfg.options) - {"heads", "mlp_ratio"})
-    if unknown:
-        raise ValueError(f"model.options: unknown key(s) {unknown} for tiny_transformer; known: ['heads', 'mlp_ratio']")
-    return TinyTransformer(num_classes, input_shape[-1], cfg.width, cfg.depth, cfg.options.get("heads", 2),
-                           cfg.options.get("mlp_ratio", 4), cfg.dropout)
+    o = model_options(cfg)
+    return TinyTransformer(num_classes, input_shape[-1], cfg.width, cfg.depth, o["heads"], o["mlp_ratio"], cfg.dropout)
 
 # %% ../nbs/03_models.ipynb
 def make_anchors(num_classes: int, width: int, seed: int = 0) -> torch.Tensor:
@@ -261,10 +268,13 @@ class GMLP(nn.Module):
         """Module names of the layers, input to output."""
         return [f"blocks.{i}" for i in range(len(self.blocks))]
 
-@register_model("greedy")
+GMLP_OPTIONS = {k: p.default for k, p in inspect.signature(GMLP).parameters.items()
+                if k not in ("in_features", "width", "depth", "num_classes")}
+
+@register_model("greedy", options=GMLP_OPTIONS)
 def _greedy(cfg, input_shape, num_classes):
     """GMLP from a ModelConfig (width, depth and the options tau, similarity, anchors)."""
-    return GMLP(math.prod(input_shape), cfg.width, cfg.depth, num_classes, **cfg.options)
+    return GMLP(math.prod(input_shape), cfg.width, cfg.depth, num_classes, **model_options(cfg))
 
 def chain_layers(model: nn.Module) -> list[str]:
     """Modules whose outputs are the chain's N-dim representations (after the ReLU for the MLP)."""

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from .core import UserError
 
 # %% auto 0
-__all__ = ['DATASETS', 'MODELS', 'TASKS', 'CALLBACKS', 'SINKS', 'EXECUTORS', 'REGISTRIES', 'UnknownName', 'Ref', 'Registry']
+__all__ = ['DATASETS', 'MODELS', 'TASKS', 'CALLBACKS', 'SINKS', 'EXECUTORS', 'REGISTRIES', 'UnknownName', 'Ref', 'Registry',
+           'declared_options', 'merged_options']
 
 # %% ../nbs/00a_registry.ipynb
 class UnknownName(UserError):
@@ -136,3 +137,21 @@ EXECUTORS = Registry("executor", {
     "ray": "ablation_harness.sweep:run_ray"})
 
 REGISTRIES = {r.kind: r for r in (DATASETS, MODELS, TASKS, CALLBACKS, SINKS, EXECUTORS)}
+
+# %% ../nbs/00a_registry.ipynb
+def declared_options(entry) -> dict | None:
+    """The options an entry declares with their defaults (its `options` dict, or what its `options` function
+    returns); None when it declares none."""
+    opts = getattr(entry, "options", None)
+    return None if opts is None else dict(opts() if callable(opts) else opts)
+
+def merged_options(given: dict, entry, field: str, name: str) -> dict:
+    """`given` laid over the options `entry` declares; a key it does not declare is a ValueError naming `field`
+    (an entry that declares none gets `given` unchecked)."""
+    defaults = declared_options(entry)
+    if defaults is None:
+        return dict(given)
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ValueError(f"{field}: unknown key(s) {unknown} for {name!r}; known: {sorted(defaults)}")
+    return {**defaults, **given}

@@ -23,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .config import ConfigError, RunConfig, config_hash
-from .registry import CALLBACKS, DATASETS, MODELS, TASKS
+from .registry import CALLBACKS, DATASETS, MODELS, TASKS, merged_options
 from .core import RunDir, UserError, atomic_write_bytes, atomic_write_text, env_info, get_device, now_iso, seed_everything
 from .data import iterate_batches, load_data
 from .models import build_model, count_params
@@ -409,9 +409,14 @@ def _resolve(registry, name: str, field: str):
     return registry[name]
 
 def check_run(cfg: RunConfig) -> list[Callback]:
-    """Resolve the config's data source, model, task and callbacks without loading data; return the callbacks."""
-    _resolve(DATASETS, cfg.data.name, "data.name")
-    _resolve(MODELS, cfg.model.name, "model.name")
+    """Resolve the config's data source, model (with their options), task and callbacks without loading data;
+    return the callbacks."""
+    for registry, section, field in ((DATASETS, cfg.data, "data"), (MODELS, cfg.model, "model")):
+        entry = _resolve(registry, section.name, f"{field}.name")
+        try:
+            merged_options(section.options, entry, f"{field}.options", section.name)
+        except ValueError as e:
+            raise ConfigError(f"config error: {e}") from None
     if cfg.task is not None:
         _configured_task(_resolve(TASKS, cfg.task, "task"), cfg)
     return build_callbacks(cfg.callbacks)

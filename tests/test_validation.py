@@ -50,6 +50,10 @@ CASES = [
     ("key-override-through-leaf", ablate(STUDY + "variants: [{name: a, overrides: {optim.lr.x: 1}}]\n"), ["p.yaml", "optim.lr.x"]),
     ("key-data-option", train(RUN.replace("n_val: 32}", "n_val: 32, options: {tst_fraction: 0.1}}")), ["p.yaml", "tst_fraction"]),
     ("key-callback-argument", ablate(STUDY + "  callbacks: [{name: spectral, topkk: 3}]\n"), ["p.yaml", "callbacks.0", "topkk"]),
+    ("key-model-option", ablate(STUDY.replace("{name: mlp, width: 8, depth: 1}", "{name: tiny_transformer, options: {head: 2}}")),
+     ["p.yaml", "model.options", "'head'", "heads"]),
+    ("key-data-option-sweep", ablate(STUDY.replace("n_val: 32}", "n_val: 32, options: {tst_fraction: 0.1}}")),
+     ["p.yaml", "data.options", "tst_fraction", "test_fraction"]),
     # wrong types
     ("type-epochs", train(RUN.replace("epochs: 1", "epochs: two")), ["p.yaml", "train.epochs"]),
     ("type-seeds", ablate(STUDY.replace("seeds: [0]", "seeds: zero")), ["p.yaml", "seeds"]),
