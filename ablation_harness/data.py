@@ -110,11 +110,7 @@ SOURCES = DATASETS
 def register_source(name: str, options=None) -> Callable:
     """Decorator that registers `fn(cfg) -> DataBundle` as the data source `name`; `options`: the keys its
     `data.options` may set, with their defaults (a dict, or a function returning one)."""
-    def deco(fn):
-        if options is not None:
-            fn.options = options
-        return DATASETS.register(name, fn)
-    return deco
+    return DATASETS.register(name, options=options)
 
 def source_options(cfg) -> dict:
     """`cfg.options` laid over the options its data source declares; an undeclared key is an error."""

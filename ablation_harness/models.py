@@ -106,11 +106,7 @@ class SmallCNN(nn.Module):
 def register_model(name: str, options: dict | None = None):
     """Decorator: register a builder `f(cfg, input_shape, num_classes) -> nn.Module`; `options`: the keys its
     `model.options` may set, with their defaults."""
-    def deco(fn):
-        if options is not None:
-            fn.options = options
-        return MODELS.register(name, fn)
-    return deco
+    return MODELS.register(name, options=options)
 
 def model_options(cfg) -> dict:
     """`cfg.options` laid over the options its model builder declares; an undeclared key is an error."""

@@ -42,10 +42,13 @@ class Registry(Mapping):
         self.kind = kind
         self._entries: dict = {name: Ref.parse(ref) for name, ref in (declared or {}).items()}
 
-    def register(self, name: str, obj=None):
-        """Register `obj` as `name`; without `obj`, a decorator that does so."""
+    def register(self, name: str, obj=None, options=None):
+        """Register `obj` as `name`; without `obj`, a decorator that does so. `options`: the keys a config's
+        `options` may set for it, with their defaults (see *Options* below)."""
         if obj is None:
-            return lambda o: self.register(name, o)
+            return lambda o: self.register(name, o, options)
+        if options is not None:
+            obj.options = options
         self._entries[name] = obj
         return obj
 
