@@ -67,7 +67,7 @@ def markov_floor(data_cfg) -> float:
     """The entropy-rate floor of a `markov` data config (NaN for other data sets)."""
     if data_cfg.name != "markov":
         return float("nan")
-    o = {**MARKOV_DEFAULTS, **data_cfg.options}
+    o = source_options(data_cfg)
     return entropy_rate(random_chain(o["vocab"], o["concentration"], o["chain_seed"]))
 
 @register_source("markov", options=MARKOV_DEFAULTS)
